@@ -1,0 +1,35 @@
+//! Pure types of the newspaper service: who reads and writes, what a post is, what changed, and the
+//! rules every input must pass. Nothing here does I/O, so every other crate (and your own services)
+//! can share these types.
+//!
+//! ```
+//! use newspaper_domain::{PostStatus, PostTitle, UserId, Viewer};
+//!
+//! let title = PostTitle::parse("Hello, world").unwrap();
+//! assert_eq!(title.as_str(), "Hello, world");
+//! assert!(PostTitle::parse("   ").is_err());
+//!
+//! let author = UserId(7);
+//! let stranger = Viewer::User { id: UserId(8), is_staff: false };
+//! assert!(!stranger.can_see(author, PostStatus::Draft));
+//! assert!(stranger.can_see(author, PostStatus::Published));
+//! assert!(Viewer::User { id: author, is_staff: false }.can_see(author, PostStatus::Draft));
+//! ```
+
+mod event;
+mod ids;
+mod post;
+mod time;
+mod user;
+mod validation;
+mod viewer;
+
+pub use event::{EventKind, FeedEvent, PostChange, PostSnapshot, StoredEvent};
+pub use ids::{PostId, Seq, UserId};
+pub use post::{
+    AuthorRef, Post, PostOrdering, PostOrderingField, PostStatus, PostTitle, parse_content,
+};
+pub use time::{Timestamp, now};
+pub use user::{Email, Password, User, Username};
+pub use validation::{FieldError, ValidationErrors};
+pub use viewer::{Audience, Viewer};

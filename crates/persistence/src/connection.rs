@@ -1,0 +1,211 @@
+//! One connection type for both databases, picked at run time from the URL.
+
+use std::fmt;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, SqliteConnection};
+
+use crate::PersistenceError;
+
+mod any {
+    // The derive generates undocumented public helper types (`MultiBackend`, rows, binds).
+    #![allow(missing_docs)]
+
+    use diesel::{PgConnection, SqliteConnection};
+
+    /// A connection to SQLite or PostgreSQL. Repositories take `&mut DbConnection`, so callers
+    /// never care which one it is; the rare backend-specific statement matches on the variant.
+    #[derive(diesel::MultiConnection)]
+    pub enum DbConnection {
+        /// An embedded SQLite database (the default).
+        Sqlite(SqliteConnection),
+        /// A PostgreSQL server.
+        Postgres(PgConnection),
+    }
+}
+pub use any::{DbConnection, MultiBackend};
+
+/// Runs `$body` with `$c` bound to the inner connection, for the statements the multi-backend
+/// connection cannot express (`RETURNING`, advisory locks).
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::DbConnection::Sqlite($c) => $body,
+            $crate::DbConnection::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// A parsed `NEWSPAPER_DATABASE_URL`.
+///
+/// `postgres://` and `postgresql://` select PostgreSQL; `sqlite://PATH`, `sqlite:PATH`, a bare
+/// path or `:memory:` select SQLite. Any other scheme is refused rather than silently becoming
+/// an SQLite file of that name.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// Path of an SQLite database file, or `:memory:`.
+    Sqlite(String),
+    /// A libpq connection URL.
+    Postgres(String),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "Sqlite({path:?})"),
+            DatabaseUrl::Postgres(url) => write!(f, "Postgres({:?})", redact_password(url)),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{path}"),
+            DatabaseUrl::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+/// Hides the password of a URL for logs.
+fn redact_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+impl DatabaseUrl {
+    /// Classifies a URL; see the type's documentation for the accepted forms.
+    pub fn parse(raw: &str) -> Result<Self, PersistenceError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(PersistenceError::InvalidUrl("the database URL is empty".into()));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(raw.to_owned()));
+        }
+        if let Some(path) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(PersistenceError::InvalidUrl("sqlite URL without a path".into()));
+            }
+            return Ok(DatabaseUrl::Sqlite(path.to_owned()));
+        }
+        if let Some((scheme, _)) = raw.split_once("://") {
+            return Err(PersistenceError::InvalidUrl(format!(
+                "unsupported database scheme `{scheme}` (use sqlite:// or postgres://)"
+            )));
+        }
+        Ok(DatabaseUrl::Sqlite(raw.to_owned()))
+    }
+
+    /// The backend this URL selects.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Whether this is an SQLite database that lives only inside one connection.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self, DatabaseUrl::Sqlite(path) if path == ":memory:" || path.contains("mode=memory"))
+    }
+
+    /// Opens one connection, set up the way every pooled connection is.
+    pub fn establish(&self, busy_timeout: Duration) -> Result<DbConnection, PersistenceError> {
+        match self {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path)
+                    .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+                // WAL lets readers proceed during a write; NORMAL sync is durable at checkpoints
+                // and safe against corruption; the busy timeout makes a second writer (another
+                // process, a CLI) wait instead of failing with "database is locked".
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {};
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA foreign_keys = ON;",
+                    busy_timeout.as_millis()
+                ))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Postgres)
+                .map_err(|e| PersistenceError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// r2d2 manager that opens connections through [`DatabaseUrl::establish`].
+#[derive(Debug)]
+pub struct ConnectionManager {
+    pub(crate) url: DatabaseUrl,
+    pub(crate) busy_timeout: Duration,
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = PersistenceError;
+
+    fn connect(&self) -> Result<DbConnection, PersistenceError> {
+        self.url.establish(self.busy_timeout)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), PersistenceError> {
+        conn.batch_execute("SELECT 1").map_err(PersistenceError::from)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        on_backend!(conn, |c| diesel::r2d2::R2D2Connection::is_broken(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_select_the_backend_by_scheme() {
+        assert_eq!(DatabaseUrl::parse("newspaper.db").unwrap(), DatabaseUrl::Sqlite("newspaper.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite://x/y.db").unwrap(), DatabaseUrl::Sqlite("x/y.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:y.db").unwrap(), DatabaseUrl::Sqlite("y.db".into()));
+        assert!(DatabaseUrl::parse(":memory:").unwrap().is_in_memory());
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
+            Backend::Postgres
+        );
+        assert!(matches!(DatabaseUrl::parse("mysql://h/db"), Err(PersistenceError::InvalidUrl(_))));
+        assert!(DatabaseUrl::parse("  ").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        let url = DatabaseUrl::parse("postgres://user:hunter2@db.example/news").unwrap();
+        assert!(!format!("{url} {url:?}").contains("hunter2"));
+    }
+}

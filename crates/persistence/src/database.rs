@@ -1,0 +1,186 @@
+//! The connection pool, and the only way callers run queries: off the async threads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::Connection;
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+
+use crate::connection::ConnectionManager;
+use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
+
+/// How the pool is sized and how long callers wait.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub max_size: u32,
+    /// How long a query waits for a free connection before failing with `Unavailable`.
+    pub connection_timeout: Duration,
+    /// How long an SQLite writer waits for another process's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl PoolOptions {
+    /// Sensible sizes for `backend` on a small machine.
+    pub fn for_backend(backend: Backend) -> Self {
+        Self {
+            max_size: match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            },
+            connection_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pooled connection.
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// Handle to the database: cheap to clone, safe to share between threads.
+///
+/// [`Database::read`] and [`Database::write`] run their closure on tokio's blocking pool, so a
+/// slow query never stalls an async worker. Writes run in one transaction each; on SQLite they
+/// are also serialized in-process and begin `IMMEDIATE`, so concurrent requests queue instead of
+/// failing with "database is locked".
+#[derive(Clone)]
+pub struct Database {
+    pool: r2d2::Pool<ConnectionManager>,
+    url: DatabaseUrl,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens a pool for `url` (blocking: call at startup or inside `spawn_blocking`).
+    pub fn connect(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, PersistenceError> {
+        // Every connection to `:memory:` is a different database, so such a pool holds one.
+        let max_size = if url.is_in_memory() { 1 } else { options.max_size.max(1) };
+        let manager = ConnectionManager { url: url.clone(), busy_timeout: options.busy_timeout };
+        let pool = r2d2::Pool::builder()
+            .max_size(max_size)
+            .min_idle(Some(1))
+            .connection_timeout(options.connection_timeout)
+            .build(manager)?;
+        let write_lock = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self { pool, url: url.clone(), write_lock })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.url.backend()
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// A connection for synchronous callers (CLI commands, tests). Blocks.
+    pub fn get(&self) -> Result<PooledConnection, PersistenceError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Applies pending migrations for this backend; returns the versions applied. Blocks.
+    pub fn run_migrations(&self) -> Result<Vec<String>, PersistenceError> {
+        let mut conn = self.get()?;
+        migrations::run_pending(&mut conn)
+    }
+
+    /// Runs a read-only closure on the blocking pool.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<PersistenceError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        run_blocking(move || {
+            let mut conn = pool.get().map_err(PersistenceError::from)?;
+            f(&mut conn)
+        })
+        .await
+    }
+
+    /// Runs a closure in one write transaction on the blocking pool: committed if it returns
+    /// `Ok`, rolled back if it returns `Err` (or panics).
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<PersistenceError> + Send + 'static,
+    {
+        let this = self.clone();
+        run_blocking(move || this.write_blocking(f)).await
+    }
+
+    /// [`Database::write`] for synchronous callers. Blocks.
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E>,
+        E: From<PersistenceError>,
+    {
+        // Take the in-process write lock before a connection, so queued writers do not hold
+        // connections that readers need.
+        let _serialized = self
+            .write_lock
+            .as_ref()
+            .map(|lock| lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut conn = self.pool.get().map_err(PersistenceError::from)?;
+        write_transaction(&mut conn, f)
+    }
+}
+
+/// Runs `f` inside a write transaction (a savepoint when one is already open): `BEGIN IMMEDIATE` on SQLite (taking the write lock up
+/// front, so a read-then-write never fails on a stale snapshot), a plain `BEGIN` on PostgreSQL.
+pub(crate) fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<PersistenceError>,
+{
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    // Inside an open transaction this becomes a savepoint, so repository writes compose.
+    let nested = Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(PersistenceError::from)?
+        .is_some();
+    let begun = match conn {
+        DbConnection::Sqlite(c) if !nested => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+        }
+        _ => Manager::begin_transaction(conn),
+    };
+    begun.map_err(PersistenceError::from)?;
+    match f(conn) {
+        Ok(value) => match Manager::commit_transaction(conn) {
+            Ok(()) => Ok(value),
+            Err(err) => {
+                let _ = Manager::rollback_transaction(conn);
+                Err(PersistenceError::from(err).into())
+            }
+        },
+        Err(err) => {
+            if let Err(rollback) = Manager::rollback_transaction(conn) {
+                tracing::error!(error = %rollback, "rollback failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn run_blocking<T, E, F>(f: F) -> Result<T, E>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<PersistenceError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(PersistenceError::Task(join.to_string()).into()),
+    }
+}

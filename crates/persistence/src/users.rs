@@ -1,0 +1,166 @@
+//! Accounts: create, look up, change passwords.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use newspaper_domain::{Email, Timestamp, User, UserId, Username};
+
+use crate::connection::on_backend;
+use crate::schema::users;
+use crate::{DbConnection, PersistenceError};
+
+/// A user together with their password hash, for authentication only.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// The public part.
+    pub user: User,
+    /// bcrypt hash of the password.
+    pub password_hash: String,
+}
+
+/// What is needed to create an account.
+#[derive(Debug, Clone)]
+pub struct NewUser<'a> {
+    /// Normalised email; unique.
+    pub email: &'a Email,
+    /// Display name.
+    pub username: &'a Username,
+    /// bcrypt hash of the password.
+    pub password_hash: &'a str,
+    /// Whether the user is staff.
+    pub is_staff: bool,
+    /// When the account was created.
+    pub date_joined: Timestamp,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUserRow<'a> {
+    email: &'a str,
+    username: &'a str,
+    password_hash: &'a str,
+    is_staff: bool,
+    is_active: bool,
+    date_joined: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: i64,
+    email: String,
+    username: String,
+    password_hash: String,
+    is_staff: bool,
+    is_active: bool,
+    date_joined: NaiveDateTime,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(row: UserRow) -> Self {
+        UserRecord {
+            user: User {
+                id: UserId(row.id),
+                email: row.email,
+                username: row.username,
+                is_staff: row.is_staff,
+                is_active: row.is_active,
+                date_joined: row.date_joined.and_utc(),
+            },
+            password_hash: row.password_hash,
+        }
+    }
+}
+
+/// Queries on the `users` table.
+pub struct UserRepository;
+
+impl UserRepository {
+    /// The unique index that makes emails unique case-insensitively.
+    pub const EMAIL_CONSTRAINT: &'static str = "users_email_key";
+
+    /// Creates an account; fails with `Conflict { constraint: EMAIL_CONSTRAINT }` when the email
+    /// is taken.
+    pub fn create(conn: &mut DbConnection, new: &NewUser<'_>) -> Result<User, PersistenceError> {
+        let row = NewUserRow {
+            email: new.email.as_str(),
+            username: new.username.as_str(),
+            password_hash: new.password_hash,
+            is_staff: new.is_staff,
+            is_active: true,
+            date_joined: new.date_joined.naive_utc(),
+        };
+        let id: i64 = on_backend!(conn, |c| diesel::insert_into(users::table)
+            .values(&row)
+            .returning(users::id)
+            .get_result(c))?;
+        Ok(User {
+            id: UserId(id),
+            email: new.email.as_str().to_owned(),
+            username: new.username.as_str().to_owned(),
+            is_staff: new.is_staff,
+            is_active: true,
+            date_joined: new.date_joined,
+        })
+    }
+
+    /// The user with this id, if any.
+    pub fn find_by_id(
+        conn: &mut DbConnection,
+        id: UserId,
+    ) -> Result<Option<UserRecord>, PersistenceError> {
+        Ok(users::table
+            .find(id.0)
+            .select(UserRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(UserRecord::from))
+    }
+
+    /// The user with this (normalised) email, if any.
+    pub fn find_by_email(
+        conn: &mut DbConnection,
+        email: &Email,
+    ) -> Result<Option<UserRecord>, PersistenceError> {
+        Ok(users::table
+            .filter(users::email.eq(email.as_str()))
+            .select(UserRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(UserRecord::from))
+    }
+
+    /// Replaces the password hash.
+    pub fn set_password_hash(
+        conn: &mut DbConnection,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<(), PersistenceError> {
+        let updated = diesel::update(users::table.find(id.0))
+            .set(users::password_hash.eq(password_hash))
+            .execute(conn)?;
+        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+    }
+
+    /// Grants or revokes staff rights.
+    pub fn set_staff(
+        conn: &mut DbConnection,
+        id: UserId,
+        is_staff: bool,
+    ) -> Result<(), PersistenceError> {
+        let updated =
+            diesel::update(users::table.find(id.0)).set(users::is_staff.eq(is_staff)).execute(conn)?;
+        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+    }
+
+    /// Activates or deactivates an account; inactive users cannot log in.
+    pub fn set_active(
+        conn: &mut DbConnection,
+        id: UserId,
+        is_active: bool,
+    ) -> Result<(), PersistenceError> {
+        let updated = diesel::update(users::table.find(id.0))
+            .set(users::is_active.eq(is_active))
+            .execute(conn)?;
+        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+    }
+}

@@ -1,0 +1,302 @@
+//! Repository behaviour against real databases: SQLite always, PostgreSQL when
+//! NEWSPAPER_TEST_POSTGRES_URL is set.
+
+use std::collections::BTreeSet;
+
+use chrono::Duration;
+use diesel::prelude::*;
+use newspaper_domain::{
+    Email, EventKind, PostId, PostOrdering, PostStatus, PostTitle, Seq, Timestamp, User, UserId,
+    Username, Viewer, now,
+};
+use newspaper_persistence::{
+    Database, DbConnection, NewPost, NewUser, OutboxRepository, PersistenceError, PostChanges,
+    PostQuery, PostRepository, RefreshTokenRepository, UserRepository, backend_tests, migrations,
+};
+
+fn user(conn: &mut DbConnection, email: &str, staff: bool) -> User {
+    let email = Email::parse(email).unwrap();
+    UserRepository::create(
+        conn,
+        &NewUser {
+            email: &email,
+            username: &Username::from_email(&email),
+            password_hash: "hash",
+            is_staff: staff,
+            date_joined: now(),
+        },
+    )
+    .unwrap()
+}
+
+fn new_post(title: &str, status: PostStatus) -> NewPost {
+    NewPost { title: PostTitle::parse(title).unwrap(), content: format!("{title} body"), status }
+}
+
+fn titles(db: &Database, viewer: Viewer, query: PostQuery) -> Vec<String> {
+    let mut conn = db.get().unwrap();
+    PostRepository::list_visible_to(&mut conn, &viewer, &query)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.title)
+        .collect()
+}
+
+fn at(offset_secs: i64) -> Timestamp {
+    now() + Duration::seconds(offset_secs)
+}
+
+backend_tests! {
+    fn migrations_run_up_down_and_up_again(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        assert!(migrations::pending(&mut conn).unwrap().is_empty());
+        let reverted = migrations::revert_all(&mut conn).unwrap();
+        assert_eq!(reverted.len(), 3);
+        assert_eq!(migrations::pending(&mut conn).unwrap().len(), 3);
+        assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), 3);
+        user(&mut conn, "a@example.com", false);
+    }
+
+    fn schema_rs_matches_the_migrated_database(test_db) {
+        use newspaper_persistence::schema::*;
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        // Selecting every column of schema.rs fails if a column is missing or mistyped.
+        outbox_state::table.select(outbox_state::all_columns).load::<(i64, i64, i64, Option<String>, Option<chrono::NaiveDateTime>)>(&mut conn).unwrap();
+        post_events::table.select(post_events::all_columns).load::<(i64, String, i64, i64, String, chrono::NaiveDateTime)>(&mut conn).unwrap();
+        posts::table.select(posts::all_columns).load::<(i64, String, String, String, i64, chrono::NaiveDateTime, chrono::NaiveDateTime)>(&mut conn).unwrap();
+        refresh_token_blacklist::table.select(refresh_token_blacklist::all_columns).load::<(String, i64, chrono::NaiveDateTime, chrono::NaiveDateTime)>(&mut conn).unwrap();
+        users::table.select(users::all_columns).load::<(i64, String, String, String, bool, bool, chrono::NaiveDateTime)>(&mut conn).unwrap();
+        // And the database has no column schema.rs lacks.
+        let expected = [("outbox_state", 5), ("post_events", 6), ("posts", 7), ("refresh_token_blacklist", 4), ("users", 7)];
+        for (table, columns) in expected {
+            #[derive(QueryableByName)]
+            struct Count { #[diesel(sql_type = diesel::sql_types::BigInt)] n: i64 }
+            let sql = match &mut *conn {
+                DbConnection::Sqlite(_) => format!("SELECT count(*) AS n FROM pragma_table_info('{table}')"),
+                DbConnection::Postgres(_) => format!("SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"),
+            };
+            let found = diesel::sql_query(sql).get_result::<Count>(&mut *conn).unwrap().n;
+            assert_eq!(found, columns, "columns of {table}");
+        }
+    }
+
+    fn emails_are_unique_case_insensitively(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "Ann@Example.com", false);
+        assert_eq!(ann.email, "ann@example.com");
+        let email = Email::parse("ANN@example.COM").unwrap();
+        let dup = UserRepository::create(&mut conn, &NewUser {
+            email: &email,
+            username: &Username::parse("other").unwrap(),
+            password_hash: "x",
+            is_staff: false,
+            date_joined: now(),
+        });
+        match dup {
+            Err(PersistenceError::Conflict { constraint }) => {
+                assert_eq!(constraint, UserRepository::EMAIL_CONSTRAINT)
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let found = UserRepository::find_by_email(&mut conn, &email).unwrap().unwrap();
+        assert_eq!(found.user, ann);
+        assert_eq!(found.password_hash, "hash");
+        assert!(UserRepository::find_by_id(&mut conn, UserId(999)).unwrap().is_none());
+        UserRepository::set_password_hash(&mut conn, ann.id, "new").unwrap();
+        UserRepository::set_active(&mut conn, ann.id, false).unwrap();
+        let again = UserRepository::find_by_id(&mut conn, ann.id).unwrap().unwrap();
+        assert_eq!((again.password_hash.as_str(), again.user.is_active), ("new", false));
+        assert!(matches!(UserRepository::set_staff(&mut conn, UserId(999), true), Err(PersistenceError::NotFound)));
+    }
+
+    fn every_post_write_appends_its_event_in_order(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let (post, s1) = PostRepository::create(&mut conn, ann.id, new_post("Draft", PostStatus::Draft), now()).unwrap();
+        assert_eq!(post.author.username, "ann");
+        let changes = PostChanges { title: Some(PostTitle::parse("Live").unwrap()), status: Some(PostStatus::Published), content: None };
+        let (updated, s2) = PostRepository::update(&mut conn, &post, changes, now()).unwrap();
+        assert_eq!((updated.title.as_str(), updated.status, updated.content.as_str()), ("Live", PostStatus::Published, "Draft body"));
+        assert!(updated.updated_at >= post.updated_at);
+        let s3 = PostRepository::delete(&mut conn, &updated, now()).unwrap();
+        assert!(s1 < s2 && s2 < s3);
+        assert!(PostRepository::find(&mut conn, post.id).unwrap().is_none());
+
+        let events = OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap();
+        let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.change.kind())).collect();
+        assert_eq!(kinds, [(s1, EventKind::PostCreated), (s2, EventKind::PostUpdated), (s3, EventKind::PostDeleted)]);
+        let update = &events[1].change;
+        assert_eq!(update.before.as_ref().unwrap().title, "Draft");
+        assert_eq!(update.after.as_ref().unwrap().status, PostStatus::Published);
+        assert_eq!(OutboxRepository::list_after(&mut conn, s1, 1).unwrap()[0].seq, s2);
+        assert_eq!(OutboxRepository::list_between(&mut conn, Seq(0), s3, 10).unwrap().len(), 2);
+        assert_eq!(OutboxRepository::latest_seq(&mut conn).unwrap(), s3);
+    }
+
+    fn a_failed_transaction_leaves_neither_post_nor_event(test_db) {
+        let db = test_db.migrated();
+        let ann = db.write_blocking(|conn| Ok::<_, PersistenceError>(user(conn, "ann@example.com", false))).unwrap();
+        let result: Result<(), PersistenceError> = db.write_blocking(|conn| {
+            PostRepository::create(conn, ann.id, new_post("Doomed", PostStatus::Published), now())?;
+            Err(PersistenceError::NotFound)
+        });
+        assert!(result.is_err());
+        let mut conn = db.get().unwrap();
+        assert_eq!(PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery::default()).unwrap().count, 0);
+        assert!(OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap().is_empty());
+        // A post by a user that does not exist fails on the author lookup and writes nothing.
+        assert!(PostRepository::create(&mut conn, UserId(4242), new_post("x", PostStatus::Draft), now()).is_err());
+        assert!(OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap().is_empty());
+    }
+
+    fn drafts_are_visible_to_their_author_and_staff_only(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let bob = user(&mut conn, "bob@example.com", false);
+        let boss = user(&mut conn, "boss@example.com", true);
+        let (draft, _) = PostRepository::create(&mut conn, ann.id, new_post("Ann draft", PostStatus::Draft), at(0)).unwrap();
+        PostRepository::create(&mut conn, ann.id, new_post("Ann live", PostStatus::Published), at(1)).unwrap();
+        PostRepository::create(&mut conn, bob.id, new_post("Bob draft", PostStatus::Draft), at(2)).unwrap();
+        drop(conn);
+
+        let as_user = |u: &User| Viewer::User { id: u.id, is_staff: u.is_staff };
+        assert_eq!(titles(&db, Viewer::Anonymous, PostQuery::default()), ["Ann live"]);
+        assert_eq!(titles(&db, as_user(&ann), PostQuery::default()), ["Ann live", "Ann draft"]);
+        assert_eq!(titles(&db, as_user(&bob), PostQuery::default()), ["Bob draft", "Ann live"]);
+        assert_eq!(titles(&db, as_user(&boss), PostQuery::default()), ["Bob draft", "Ann live", "Ann draft"]);
+        let drafts = PostQuery { status: Some(PostStatus::Draft), ..PostQuery::default() };
+        assert!(titles(&db, Viewer::Anonymous, drafts.clone()).is_empty());
+        assert_eq!(titles(&db, as_user(&bob), drafts), ["Bob draft"]);
+
+        let mut conn = db.get().unwrap();
+        assert!(PostRepository::find_visible_to(&mut conn, &as_user(&bob), draft.id).unwrap().is_none());
+        assert!(PostRepository::find_visible_to(&mut conn, &as_user(&boss), draft.id).unwrap().is_some());
+        assert!(PostRepository::find_visible_to(&mut conn, &Viewer::Anonymous, PostId(999)).unwrap().is_none());
+    }
+
+    fn lists_filter_search_order_and_paginate(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let bob = user(&mut conn, "bob@example.com", false);
+        for (i, (author, title)) in [(&ann, "Alpha news"), (&bob, "beta NEWS"), (&ann, "Gamma"), (&bob, "100% sure_thing")].into_iter().enumerate() {
+            PostRepository::create(&mut conn, author.id, new_post(title, PostStatus::Published), at(i as i64)).unwrap();
+        }
+        drop(conn);
+        let q = |f: &dyn Fn(&mut PostQuery)| { let mut q = PostQuery::default(); f(&mut q); titles(&db, Viewer::Anonymous, q) };
+        assert_eq!(q(&|q| q.search = Some("NEWS".into())), ["beta NEWS", "Alpha news"]);
+        assert_eq!(q(&|q| q.search = Some("body".into())).len(), 4, "search covers content");
+        assert_eq!(q(&|q| q.search = Some("100%".into())), ["100% sure_thing"]);
+        assert!(q(&|q| q.search = Some("s_r".into())).is_empty(), "underscore is literal");
+        assert_eq!(q(&|q| q.search = Some("e_t".into())), ["100% sure_thing"]);
+        assert_eq!(q(&|q| q.author = Some(ann.id)), ["Gamma", "Alpha news"]);
+        assert_eq!(q(&|q| q.ordering = PostOrdering::parse_list("title")), ["100% sure_thing", "Alpha news", "Gamma", "beta NEWS"]);
+        assert_eq!(q(&|q| q.ordering = PostOrdering::parse_list("created_at")), ["Alpha news", "beta NEWS", "Gamma", "100% sure_thing"]);
+        assert_eq!(q(&|q| { q.limit = 2; q.offset = 2; }), ["beta NEWS", "Alpha news"]);
+        let mut conn = db.get().unwrap();
+        let page = PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery { limit: 1, offset: 10, ..PostQuery::default() }).unwrap();
+        assert_eq!((page.count, page.items.len()), (4, 0));
+    }
+
+    fn the_publishing_lease_has_one_holder_until_it_expires(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let t0 = now();
+        assert!(OutboxRepository::acquire_lease(&mut conn, "a", t0 + Duration::seconds(10), t0).unwrap());
+        assert!(OutboxRepository::acquire_lease(&mut conn, "a", t0 + Duration::seconds(20), t0).unwrap(), "renewal");
+        assert!(!OutboxRepository::acquire_lease(&mut conn, "b", t0 + Duration::seconds(10), t0).unwrap());
+        assert!(!OutboxRepository::mark_published(&mut conn, Seq(5), Some("b")).unwrap());
+        assert!(OutboxRepository::mark_published(&mut conn, Seq(5), Some("a")).unwrap());
+        assert_eq!(OutboxRepository::state(&mut conn).unwrap().published, Seq(5));
+        let later = t0 + Duration::seconds(30);
+        assert!(OutboxRepository::acquire_lease(&mut conn, "b", later + Duration::seconds(10), later).unwrap(), "expired lease is taken over");
+        OutboxRepository::release_lease(&mut conn, "a").unwrap();
+        assert_eq!(OutboxRepository::state(&mut conn).unwrap().leader.as_deref(), Some("b"));
+        OutboxRepository::release_lease(&mut conn, "b").unwrap();
+        assert_eq!(OutboxRepository::state(&mut conn).unwrap().leader, None);
+        assert!(OutboxRepository::acquire_lease(&mut conn, "a", t0 + Duration::seconds(10), t0).unwrap());
+    }
+
+    fn pruning_keeps_unpublished_recent_and_newest_events(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let old = now() - Duration::days(3);
+        let mut seqs = Vec::new();
+        for i in 0..6 {
+            let when = if i < 4 { old } else { now() };
+            seqs.push(PostRepository::create(&mut conn, ann.id, new_post(&format!("p{i}"), PostStatus::Published), when).unwrap().1);
+        }
+        let cutoff = now() - Duration::days(1);
+        // Nothing published yet: nothing may go.
+        assert_eq!(OutboxRepository::prune(&mut conn, cutoff, 1).unwrap(), 0);
+        OutboxRepository::mark_published(&mut conn, seqs[2], None).unwrap();
+        // Old and published: seqs[0..=2]; seqs[3] is old but unpublished.
+        assert_eq!(OutboxRepository::prune(&mut conn, cutoff, 1).unwrap(), 3);
+        let state = OutboxRepository::state(&mut conn).unwrap();
+        assert_eq!(state.pruned, seqs[2]);
+        OutboxRepository::mark_published(&mut conn, seqs[5], None).unwrap();
+        // keep_last = 3 protects seqs[3..]; the recent ones are protected by age anyway.
+        assert_eq!(OutboxRepository::prune(&mut conn, cutoff, 3).unwrap(), 0);
+        assert_eq!(OutboxRepository::prune(&mut conn, cutoff, 0).unwrap(), 1);
+        let left: BTreeSet<Seq> = OutboxRepository::list_after(&mut conn, Seq(0), 100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, BTreeSet::from([seqs[4], seqs[5]]));
+        assert_eq!(OutboxRepository::latest_seq(&mut conn).unwrap(), seqs[5]);
+    }
+
+    fn refresh_tokens_are_blacklisted_once(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        assert!(!RefreshTokenRepository::is_blacklisted(&mut conn, "j1").unwrap());
+        assert!(RefreshTokenRepository::blacklist(&mut conn, "j1", ann.id, at(60), now()).unwrap());
+        assert!(!RefreshTokenRepository::blacklist(&mut conn, "j1", ann.id, at(60), now()).unwrap());
+        assert!(RefreshTokenRepository::is_blacklisted(&mut conn, "j1").unwrap());
+        RefreshTokenRepository::blacklist(&mut conn, "j2", ann.id, at(-60), now()).unwrap();
+        assert_eq!(RefreshTokenRepository::prune_expired(&mut conn, now()).unwrap(), 1);
+        assert!(RefreshTokenRepository::is_blacklisted(&mut conn, "j1").unwrap());
+    }
+
+    fn concurrent_writers_neither_fail_nor_reorder_the_outbox(test_db) {
+        // Eight writers and one reader that follows the outbox like the dispatcher does. The
+        // reader must never see a seq appear below one it has already passed.
+        let db = test_db.migrated();
+        let ann = db.write_blocking(|conn| Ok::<_, PersistenceError>(user(conn, "ann@example.com", false))).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut last = Seq(0);
+                loop {
+                    let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    let mut conn = db.get().unwrap();
+                    for event in OutboxRepository::list_after(&mut conn, last, 1000).unwrap() {
+                        last = event.seq;
+                        seen.push(event.seq);
+                    }
+                    let everything: Vec<Seq> = OutboxRepository::list_after(&mut conn, Seq(0), 100_000).unwrap().into_iter().map(|e| e.seq).filter(|s| *s <= last).collect();
+                    assert_eq!(everything, seen, "an event committed behind the reader's position");
+                    if done { return seen.len(); }
+                }
+            })
+        };
+        let writers: Vec<_> = (0..8).map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    db.write_blocking(|conn| PostRepository::create(conn, ann.id, new_post(&format!("w{w}-{i}"), PostStatus::Published), now())).unwrap();
+                }
+            })
+        }).collect();
+        for w in writers { w.join().unwrap(); }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(reader.join().unwrap(), 320);
+    }
+}

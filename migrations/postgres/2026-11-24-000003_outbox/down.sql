@@ -1,0 +1,2 @@
+DROP TABLE outbox_state;
+DROP TABLE post_events;

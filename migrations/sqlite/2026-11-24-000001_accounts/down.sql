@@ -1,0 +1,2 @@
+DROP TABLE refresh_token_blacklist;
+DROP TABLE users;
