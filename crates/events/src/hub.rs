@@ -1,0 +1,266 @@
+//! The local half of every layer: this process's channels and group memberships, and fan-out
+//! to them. Sharded, so that no lock is global and none is held longer than one group's send.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Instant;
+
+use crate::channel::{ChannelOwner, ChannelShared, Push};
+use crate::{ChannelName, ChannelReceiver, GroupName, LayerConfig, LayerError, Message};
+
+const CHANNEL_SHARDS: usize = 64;
+const GROUP_SHARDS: usize = 16;
+
+fn shard_of<K: Hash>(key: &K, shards: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() as usize) % shards
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Member {
+    channel: Arc<ChannelShared>,
+    renewed: Instant,
+}
+
+#[derive(Default)]
+struct Group {
+    members: RwLock<HashMap<ChannelName, Member>>,
+}
+
+/// A change in which groups have local members, for layers that mirror membership upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MembershipChange {
+    /// The group got its first local member.
+    Joined(GroupName),
+    /// The group lost its last local member.
+    Left(GroupName),
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FanOut {
+    pub(crate) delivered: usize,
+    pub(crate) lagged: usize,
+}
+
+pub(crate) struct Hub {
+    config: LayerConfig,
+    prefix: String,
+    next_id: AtomicU64,
+    channels: Vec<Mutex<HashMap<ChannelName, Arc<ChannelShared>>>>,
+    groups: Vec<Mutex<HashMap<GroupName, Arc<Group>>>>,
+    watcher: Option<tokio::sync::mpsc::UnboundedSender<MembershipChange>>,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        config: LayerConfig,
+        prefix: String,
+        watcher: Option<tokio::sync::mpsc::UnboundedSender<MembershipChange>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            prefix,
+            next_id: AtomicU64::new(1),
+            channels: (0..CHANNEL_SHARDS).map(|_| Mutex::default()).collect(),
+            groups: (0..GROUP_SHARDS).map(|_| Mutex::default()).collect(),
+            watcher,
+        })
+    }
+
+    pub(crate) fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    #[allow(dead_code)] // for the broker-backed layer
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    #[allow(dead_code)] // for the broker-backed layer
+    pub(crate) fn is_local(&self, channel: &ChannelName) -> bool {
+        channel.prefix() == self.prefix
+    }
+
+    pub(crate) fn new_channel(self: &Arc<Self>) -> ChannelReceiver {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = ChannelName::local(&self.prefix, id);
+        let shared = ChannelShared::new(name.clone(), self.config.capacity);
+        lock(&self.channels[shard_of(&name, CHANNEL_SHARDS)]).insert(name, shared.clone());
+        let owner: Weak<dyn ChannelOwner> = Arc::downgrade(self) as Weak<dyn ChannelOwner>;
+        ChannelReceiver::new(shared, owner)
+    }
+
+    fn channel(&self, name: &ChannelName) -> Option<Arc<ChannelShared>> {
+        lock(&self.channels[shard_of(name, CHANNEL_SHARDS)]).get(name).cloned()
+    }
+
+    /// Delivers to a local channel; unknown channels drop the message.
+    pub(crate) fn send(&self, name: &ChannelName, message: Message) -> Result<(), LayerError> {
+        match self.channel(name).map(|c| c.push(message)) {
+            Some(Push::Overflowed) => {
+                self.forget_lagging(name);
+                Err(LayerError::ChannelFull)
+            }
+            Some(Push::Refused) => Err(LayerError::ChannelFull),
+            Some(Push::Queued) | None => Ok(()),
+        }
+    }
+
+    pub(crate) fn add(&self, group: &GroupName, name: &ChannelName) -> Result<(), LayerError> {
+        let channel = self.channel(name).ok_or_else(|| {
+            LayerError::InvalidName(format!("{name} is not a channel of this process"))
+        })?;
+        let first = {
+            let mut groups = lock(&self.groups[shard_of(group, GROUP_SHARDS)]);
+            let entry = groups.entry(group.clone()).or_default();
+            let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
+            let first = members.is_empty();
+            members.insert(name.clone(), Member { channel: channel.clone(), renewed: Instant::now() });
+            first
+        };
+        channel.join(group);
+        if first {
+            self.notify(MembershipChange::Joined(group.clone()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn discard(&self, group: &GroupName, name: &ChannelName) {
+        if let Some(channel) = self.channel(name) {
+            channel.leave(group);
+        }
+        self.remove_members(group, std::slice::from_ref(name));
+    }
+
+    /// Removes members and drops the group once it has none; holds the group's shard lock so
+    /// a concurrent `add` cannot join a group that is being removed.
+    fn remove_members(&self, group: &GroupName, names: &[ChannelName]) {
+        let emptied = {
+            let mut groups = lock(&self.groups[shard_of(group, GROUP_SHARDS)]);
+            let Some(entry) = groups.get(group) else { return };
+            let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
+            for name in names {
+                members.remove(name);
+            }
+            let empty = members.is_empty();
+            drop(members);
+            if empty {
+                groups.remove(group);
+            }
+            empty
+        };
+        if emptied {
+            self.notify(MembershipChange::Left(group.clone()));
+        }
+    }
+
+    fn group(&self, group: &GroupName) -> Option<Arc<Group>> {
+        lock(&self.groups[shard_of(group, GROUP_SHARDS)]).get(group).cloned()
+    }
+
+    /// Offers the message to every live local member. Holds only this group's read lock, and
+    /// each push is a non-blocking queue append, so one slow member cannot delay the others.
+    pub(crate) fn fan_out(&self, group: &GroupName, message: &Message) -> FanOut {
+        let Some(entry) = self.group(group) else { return FanOut::default() };
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let mut result = FanOut::default();
+        {
+            let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
+            for (name, member) in members.iter() {
+                if now.duration_since(member.renewed) > self.config.group_expiry {
+                    stale.push(name.clone());
+                    continue;
+                }
+                match member.channel.push(message.clone()) {
+                    Push::Queued => result.delivered += 1,
+                    Push::Overflowed => {
+                        result.lagged += 1;
+                        stale.push(name.clone());
+                    }
+                    Push::Refused => stale.push(name.clone()),
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.remove_members(group, &stale);
+        }
+        result
+    }
+
+    /// Live local members of a group.
+    pub(crate) fn local_size(&self, group: &GroupName) -> usize {
+        let Some(entry) = self.group(group) else { return 0 };
+        let now = Instant::now();
+        let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
+        members
+            .values()
+            .filter(|m| m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry)
+            .count()
+    }
+
+    pub(crate) fn local_groups(&self) -> Vec<(GroupName, usize)> {
+        let names: Vec<GroupName> =
+            self.groups.iter().flat_map(|shard| lock(shard).keys().cloned().collect::<Vec<_>>()).collect();
+        names
+            .into_iter()
+            .map(|g| {
+                let size = self.local_size(&g);
+                (g, size)
+            })
+            .filter(|(_, size)| *size > 0)
+            .collect()
+    }
+
+    /// Tells every open channel that messages may have been lost.
+    #[allow(dead_code)] // for the broker-backed layer
+    pub(crate) fn interrupt_all(&self) {
+        for shard in &self.channels {
+            for channel in lock(shard).values() {
+                channel.interrupt();
+            }
+        }
+    }
+
+    pub(crate) fn close_all(&self) {
+        let all: Vec<Arc<ChannelShared>> =
+            self.channels.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
+        for channel in all {
+            channel.close();
+            self.release(&channel);
+        }
+    }
+
+    fn forget_lagging(&self, name: &ChannelName) {
+        if let Some(channel) = self.channel(name) {
+            let groups = std::mem::take(&mut *lock(&channel.groups));
+            for group in groups {
+                self.remove_members(&group, std::slice::from_ref(name));
+            }
+        }
+    }
+
+    fn notify(&self, change: MembershipChange) {
+        if let Some(watcher) = &self.watcher {
+            let _ = watcher.send(change);
+        }
+    }
+}
+
+impl ChannelOwner for Hub {
+    fn release(&self, channel: &ChannelShared) {
+        lock(&self.channels[shard_of(&channel.name, CHANNEL_SHARDS)]).remove(&channel.name);
+        let groups = std::mem::take(&mut *lock(&channel.groups));
+        for group in groups {
+            self.remove_members(&group, std::slice::from_ref(&channel.name));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! One conformance suite for every channel layer: each test runs against each implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use newspaper_events::{
+    ChannelLayer, GroupName, InMemoryChannelLayer, LayerConfig, LayerError, RecvError,
+};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The layers under test. A factory is called once per simulated process; layers from one
+/// factory call share state the way processes share a broker.
+trait Factory {
+    /// A new "cluster": returns a function that opens another process's view of it.
+    fn cluster(config: LayerConfig) -> Box<dyn Fn() -> Arc<dyn ChannelLayer>>;
+}
+
+struct Memory;
+impl Factory for Memory {
+    fn cluster(config: LayerConfig) -> Box<dyn Fn() -> Arc<dyn ChannelLayer>> {
+        // One process only: every "open" returns the same layer.
+        let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryChannelLayer::new(config));
+        Box::new(move || layer.clone())
+    }
+}
+
+fn group(name: &str) -> GroupName {
+    GroupName::new(name).unwrap()
+}
+
+async fn recv(rx: &mut newspaper_events::ChannelReceiver) -> Bytes {
+    timeout(WAIT, rx.recv()).await.expect("timed out waiting for a message").expect("recv failed")
+}
+
+async fn nothing_more(rx: &mut newspaper_events::ChannelReceiver) {
+    assert!(timeout(Duration::from_millis(150), rx.recv()).await.is_err(), "unexpected message");
+}
+
+/// Waits until `cond` holds, for layers whose membership settles asynchronously.
+async fn eventually<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn channels_deliver_in_order<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let (a, b) = (open(), open());
+    let mut rx = a.new_channel().await.unwrap();
+    for i in 0..20 {
+        b.send(rx.name(), Bytes::from(format!("m{i}"))).await.unwrap();
+    }
+    for i in 0..20 {
+        assert_eq!(recv(&mut rx).await, Bytes::from(format!("m{i}")));
+    }
+    nothing_more(&mut rx).await;
+}
+
+async fn group_send_reaches_members_only<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let (a, b) = (open(), open());
+    let feed = group("blog_feed");
+    let mut m1 = a.new_channel().await.unwrap();
+    let mut m2 = b.new_channel().await.unwrap();
+    let mut outsider = a.new_channel().await.unwrap();
+    a.group_add(&feed, m1.name()).await.unwrap();
+    b.group_add(&feed, m2.name()).await.unwrap();
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 2 }).await;
+    a.group_send(&feed, Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(recv(&mut m1).await, "hello");
+    assert_eq!(recv(&mut m2).await, "hello");
+    nothing_more(&mut outsider).await;
+    assert_eq!(b.group_size(&feed).await.unwrap(), 2);
+    let local: Vec<_> = a.local_groups().into_iter().map(|(g, n)| (g.as_str().to_owned(), n)).collect();
+    assert!(local.contains(&("blog_feed".to_owned(), if Arc::ptr_eq(&a, &b) { 2 } else { 1 })));
+}
+
+async fn members_share_one_copy_of_a_message<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let a = open();
+    let feed = group("shared");
+    let mut m1 = a.new_channel().await.unwrap();
+    let mut m2 = a.new_channel().await.unwrap();
+    a.group_add(&feed, m1.name()).await.unwrap();
+    a.group_add(&feed, m2.name()).await.unwrap();
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 2 }).await;
+    let payload = Bytes::from(vec![b'x'; 4096]);
+    open().group_send(&feed, payload).await.unwrap();
+    let (x, y) = (recv(&mut m1).await, recv(&mut m2).await);
+    assert_eq!(x.as_ptr(), y.as_ptr(), "local members must share the same buffer");
+}
+
+async fn discard_stops_delivery<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let a = open();
+    let g = group("post.1");
+    let mut rx = a.new_channel().await.unwrap();
+    a.group_add(&g, rx.name()).await.unwrap();
+    a.group_discard(&g, rx.name()).await.unwrap();
+    a.group_discard(&g, rx.name()).await.unwrap();
+    eventually(|| async { a.group_size(&g).await.unwrap() == 0 }).await;
+    a.group_send(&g, Bytes::from_static(b"x")).await.unwrap();
+    nothing_more(&mut rx).await;
+    assert!(a.local_groups().is_empty());
+}
+
+async fn a_full_channel_lags_without_hurting_others<F: Factory>() {
+    let open = F::cluster(LayerConfig { capacity: 3, ..LayerConfig::default() });
+    let (a, b) = (open(), open());
+    let feed = group("blog_feed");
+    let mut slow = a.new_channel().await.unwrap();
+    let mut fast = a.new_channel().await.unwrap();
+    a.group_add(&feed, slow.name()).await.unwrap();
+    a.group_add(&feed, fast.name()).await.unwrap();
+    eventually(|| async { b.group_size(&feed).await.unwrap() == 2 }).await;
+    for i in 0..10 {
+        b.group_send(&feed, Bytes::from(format!("{i}"))).await.unwrap();
+        assert_eq!(recv(&mut fast).await, Bytes::from(format!("{i}")));
+    }
+    timeout(WAIT, slow.lagged()).await.expect("never marked lagging");
+    assert!(slow.is_lagging());
+    assert_eq!(slow.recv().await, Err(RecvError::Lagged));
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 1 }).await;
+    // A lagging channel refuses direct sends too.
+    assert_eq!(a.send(slow.name(), Bytes::from_static(b"x")).await, Err(LayerError::ChannelFull));
+}
+
+async fn dropping_the_receiver_leaves_every_group<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let a = open();
+    let (g1, g2) = (group("g1"), group("g2"));
+    let rx = a.new_channel().await.unwrap();
+    a.group_add(&g1, rx.name()).await.unwrap();
+    a.group_add(&g2, rx.name()).await.unwrap();
+    eventually(|| async { a.group_size(&g2).await.unwrap() == 1 }).await;
+    let name = rx.name().clone();
+    drop(rx);
+    eventually(|| async {
+        a.group_size(&g1).await.unwrap() == 0 && a.group_size(&g2).await.unwrap() == 0
+    })
+    .await;
+    assert!(a.local_groups().is_empty());
+    // Sending to a channel that is gone is not an error.
+    a.send(&name, Bytes::from_static(b"x")).await.unwrap();
+}
+
+async fn memberships_expire_unless_renewed<F: Factory>() {
+    let open = F::cluster(LayerConfig { group_expiry: Duration::from_millis(300), ..LayerConfig::default() });
+    let a = open();
+    let g = group("expiring");
+    let mut stale = a.new_channel().await.unwrap();
+    let mut renewed = a.new_channel().await.unwrap();
+    a.group_add(&g, stale.name()).await.unwrap();
+    a.group_add(&g, renewed.name()).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        a.group_add(&g, renewed.name()).await.unwrap();
+    }
+    eventually(|| async { a.group_size(&g).await.unwrap() == 1 }).await;
+    a.group_send(&g, Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(recv(&mut renewed).await, "x");
+    nothing_more(&mut stale).await;
+}
+
+async fn names_are_validated<F: Factory>() {
+    assert!(matches!(GroupName::new("has space"), Err(LayerError::InvalidName(_))));
+    let open = F::cluster(LayerConfig::default());
+    let a = open();
+    let other = InMemoryChannelLayer::default();
+    let foreign = other.new_channel().await.unwrap();
+    // A channel can only be added to groups by the process that owns it.
+    assert!(a.group_add(&group("g"), foreign.name()).await.is_err());
+}
+
+async fn close_ends_every_receiver<F: Factory>() {
+    let open = F::cluster(LayerConfig::default());
+    let a = open();
+    let mut rx = a.new_channel().await.unwrap();
+    a.close().await;
+    assert_eq!(timeout(WAIT, rx.recv()).await.unwrap(), Err(RecvError::Closed));
+}
+
+async fn concurrent_churn_keeps_per_sender_order<F: Factory>() {
+    let open = F::cluster(LayerConfig { capacity: 10_000, ..LayerConfig::default() });
+    let a = open();
+    let feed = group("churn");
+    let mut steady = a.new_channel().await.unwrap();
+    a.group_add(&feed, steady.name()).await.unwrap();
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 1 }).await;
+    let churn = {
+        let a = a.clone();
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let rx = a.new_channel().await.unwrap();
+                a.group_add(&feed, rx.name()).await.unwrap();
+                tokio::task::yield_now().await;
+                drop(rx);
+            }
+        })
+    };
+    let sender = open();
+    for i in 0..500u32 {
+        sender.group_send(&feed, Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+    }
+    churn.await.unwrap();
+    for i in 0..500u32 {
+        assert_eq!(recv(&mut steady).await, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 1 }).await;
+}
+
+macro_rules! suite {
+    ($module:ident, $factory:ty, $guard:expr) => {
+        mod $module {
+            use super::*;
+            suite!(@tests $factory, $guard,
+                channels_deliver_in_order,
+                group_send_reaches_members_only,
+                members_share_one_copy_of_a_message,
+                discard_stops_delivery,
+                a_full_channel_lags_without_hurting_others,
+                dropping_the_receiver_leaves_every_group,
+                memberships_expire_unless_renewed,
+                names_are_validated,
+                close_ends_every_receiver,
+                concurrent_churn_keeps_per_sender_order);
+        }
+    };
+    (@tests $factory:ty, $guard:expr, $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if !($guard)() { return; }
+                super::$name::<$factory>().await;
+            }
+        )*
+    };
+}
+
+suite!(memory, Memory, || true);
