@@ -1,1 +1,127 @@
-fn main() {}
+//! The `newspaper` binary: reads configuration, sets up logging, and serves, migrates or
+//! creates a user.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use newspaper_api::{Application, Settings};
+use newspaper_domain::{Email, Password, Username, now};
+use newspaper_persistence::{Database, NewUser, PoolOptions, UserRepository};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let settings = match cli.config.settings() {
+        Ok(settings) => settings,
+        Err(problem) => {
+            eprintln!("newspaper: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate => migrate(&settings),
+        Command::CreateUser { email, password, username, staff } => {
+            create_user(&settings, &email, &password, username.as_deref(), staff)
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("newspaper: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+        let handle = app.handle();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing WebSockets, finishing requests");
+            handle.shutdown().await;
+        });
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    })
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn open_database(settings: &Settings) -> Result<Database, String> {
+    let mut options = PoolOptions::for_backend(settings.database_url.backend());
+    options.max_size = 2;
+    let db = Database::connect(&settings.database_url, options).map_err(|e| e.to_string())?;
+    Ok(db)
+}
+
+fn migrate(settings: &Settings) -> Result<(), String> {
+    let db = open_database(settings)?;
+    let applied = db.run_migrations().map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!("{}: up to date", db.url());
+    } else {
+        for version in applied {
+            println!("{}: applied {version}", db.url());
+        }
+    }
+    Ok(())
+}
+
+fn create_user(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    username: Option<&str>,
+    staff: bool,
+) -> Result<(), String> {
+    let email = Email::parse(email).map_err(|e| format!("email: {e}"))?;
+    let password = Password::parse(password, Some(&email)).map_err(|problems| {
+        let list: Vec<String> = problems.into_iter().map(|p| p.0).collect();
+        format!("password: {}", list.join(" "))
+    })?;
+    let username = match username {
+        Some(name) => Username::parse(name).map_err(|e| format!("username: {e}"))?,
+        None => Username::from_email(&email),
+    };
+    let hash = bcrypt::hash(password.expose(), settings.bcrypt_cost).map_err(|e| e.to_string())?;
+    let db = open_database(settings)?;
+    db.run_migrations().map_err(|e| e.to_string())?;
+    let user = db
+        .write_blocking(|conn| {
+            let new = NewUser { email: &email, username: &username, password_hash: &hash, is_staff: staff, date_joined: now() };
+            UserRepository::create(conn, &new)
+        })
+        .map_err(|e| match e {
+            newspaper_persistence::PersistenceError::Conflict { .. } => format!("a user with email {email} already exists"),
+            other => other.to_string(),
+        })?;
+    println!("created user {} <{}>{}", user.id, user.email, if staff { " (staff)" } else { "" });
+    Ok(())
+}

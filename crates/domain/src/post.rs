@@ -124,9 +124,11 @@ pub struct Post {
     pub author: AuthorRef,
     /// When it was created (RFC 3339, UTC).
     #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// When it last changed (RFC 3339, UTC).
     #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 

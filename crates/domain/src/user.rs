@@ -24,6 +24,7 @@ pub struct User {
     pub is_active: bool,
     /// When the account was created (RFC 3339, UTC).
     #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub date_joined: Timestamp,
 }
 

@@ -141,6 +141,23 @@ impl UserRepository {
         if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
     }
 
+    /// Replaces the password hash only if it is still `expected`: the compare-and-swap that
+    /// makes a reset token single-use even when presented twice at once. Returns whether it
+    /// replaced it.
+    pub fn replace_password_hash(
+        conn: &mut DbConnection,
+        id: UserId,
+        expected: &str,
+        password_hash: &str,
+    ) -> Result<bool, PersistenceError> {
+        let updated = diesel::update(
+            users::table.find(id.0).filter(users::password_hash.eq(expected)),
+        )
+        .set(users::password_hash.eq(password_hash))
+        .execute(conn)?;
+        Ok(updated == 1)
+    }
+
     /// Grants or revokes staff rights.
     pub fn set_staff(
         conn: &mut DbConnection,

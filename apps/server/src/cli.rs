@@ -1,0 +1,183 @@
+//! Command line and environment: every setting read once, here, into `Settings`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use newspaper_api::{ChannelLayerSetting, RealtimeSettings, Settings};
+use newspaper_persistence::DatabaseUrl;
+
+/// newspaper: a real-time publishing service.
+#[derive(Debug, Parser)]
+#[command(name = "newspaper", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do (default: serve).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (migrations are applied first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create an account (for example the first staff user).
+    CreateUser {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Password (at least 8 characters, not common, not entirely numeric).
+        #[arg(long, env = "NEWSPAPER_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Display name (default: the email's local part).
+        #[arg(long)]
+        username: Option<String>,
+        /// Make the user staff: sees and may change every post.
+        #[arg(long)]
+        staff: bool,
+    },
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("{e} (examples: 300, 5m, 1h, 1d)"))
+}
+
+/// Configuration; each flag can also come from the environment variable named beside it.
+#[derive(Debug, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "NEWSPAPER_BIND", default_value = "127.0.0.1:8000", global = true)]
+    pub bind: SocketAddr,
+    /// sqlite file path (default), sqlite://PATH, or postgres://USER@HOST/DB.
+    #[arg(long, env = "NEWSPAPER_DATABASE_URL", default_value = "newspaper.db", global = true)]
+    pub database_url: String,
+    /// Database connections per instance (default: 8 for SQLite, 16 for PostgreSQL).
+    #[arg(long, env = "NEWSPAPER_DATABASE_POOL_SIZE", global = true)]
+    pub database_pool_size: Option<u32>,
+    /// `memory` (one instance) or redis://HOST:PORT (several instances).
+    #[arg(long, env = "NEWSPAPER_CHANNEL_LAYER", default_value = "memory", global = true)]
+    pub channel_layer: String,
+    /// Signing key for tokens; required unless --debug.
+    #[arg(long, env = "NEWSPAPER_SECRET_KEY", hide_env_values = true, global = true)]
+    pub secret_key: Option<String>,
+    /// Development mode: generated secret, reset tokens in responses, localhost origins.
+    #[arg(long, env = "NEWSPAPER_DEBUG", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub debug: bool,
+    /// Extra origins allowed to open WebSockets (comma-separated; `*` for any).
+    #[arg(long, env = "NEWSPAPER_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
+    /// Access token lifetime.
+    #[arg(long, env = "NEWSPAPER_ACCESS_TOKEN_LIFETIME", default_value = "5m", value_parser = duration, global = true)]
+    pub access_token_lifetime: Duration,
+    /// Refresh token lifetime.
+    #[arg(long, env = "NEWSPAPER_REFRESH_TOKEN_LIFETIME", default_value = "1d", value_parser = duration, global = true)]
+    pub refresh_token_lifetime: Duration,
+    /// bcrypt cost (4-31).
+    #[arg(long, env = "NEWSPAPER_BCRYPT_COST", default_value_t = 12, global = true)]
+    pub bcrypt_cost: u32,
+    /// Login, registration and reset attempts per client per minute (0: unlimited).
+    #[arg(long, env = "NEWSPAPER_AUTH_RATE_LIMIT", default_value_t = 30, global = true)]
+    pub auth_rate_limit: u32,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "NEWSPAPER_WORKERS", global = true)]
+    pub workers: Option<usize>,
+    /// This instance's name in logs and the publishing lease (default: random).
+    #[arg(long, env = "NEWSPAPER_INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+    /// Events buffered per WebSocket before a slow client is dropped (1013).
+    #[arg(long, env = "NEWSPAPER_WS_BUFFER", default_value_t = 100, global = true)]
+    pub ws_buffer: usize,
+    /// Keep feed history at least this long for ?since= ...
+    #[arg(long, env = "NEWSPAPER_HISTORY_RETENTION", default_value = "24h", value_parser = duration, global = true)]
+    pub history_retention: Duration,
+    /// ... or at least this many events, whichever keeps more.
+    #[arg(long, env = "NEWSPAPER_HISTORY_MIN_EVENTS", default_value_t = 100_000, global = true)]
+    pub history_min_events: i64,
+    /// Server ping interval on WebSockets.
+    #[arg(long, env = "NEWSPAPER_WS_PING_INTERVAL", default_value = "20s", value_parser = duration, global = true)]
+    pub ws_ping_interval: Duration,
+    /// Close WebSockets silent for this long.
+    #[arg(long, env = "NEWSPAPER_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = duration, global = true)]
+    pub ws_idle_timeout: Duration,
+    /// Log filter (tracing's env-filter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+impl Config {
+    /// The typed settings, or why these flags make no sense.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let url = DatabaseUrl::parse(&self.database_url).map_err(|e| e.to_string())?;
+        let mut settings = Settings::new(url);
+        settings.bind = self.bind;
+        settings.database_pool_size = self.database_pool_size;
+        settings.channel_layer = ChannelLayerSetting::parse(&self.channel_layer)?;
+        settings.secret_key = self.secret_key.clone().filter(|s| !s.is_empty());
+        settings.debug = self.debug;
+        settings.allowed_origins =
+            self.allowed_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+        settings.access_token_lifetime = self.access_token_lifetime;
+        settings.refresh_token_lifetime = self.refresh_token_lifetime;
+        settings.bcrypt_cost = self.bcrypt_cost;
+        settings.auth_rate_limit_per_minute = self.auth_rate_limit;
+        settings.workers = self.workers;
+        settings.instance_id = self.instance_id.clone();
+        settings.realtime = RealtimeSettings {
+            channel_capacity: self.ws_buffer.max(1),
+            history_retention: self.history_retention,
+            history_min_events: self.history_min_events.max(0),
+            heartbeat_interval: self.ws_ping_interval,
+            idle_timeout: self.ws_idle_timeout,
+            ..RealtimeSettings::default()
+        };
+        if settings.secret_key.is_none() && !settings.debug {
+            return Err("NEWSPAPER_SECRET_KEY (or --secret-key) is required unless NEWSPAPER_DEBUG=1 (or --debug)".into());
+        }
+        if !(4..=31).contains(&settings.bcrypt_cost) {
+            return Err("the bcrypt cost must be between 4 and 31".into());
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(duration("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn settings_refuse_a_missing_secret_outside_debug() {
+        let cli = Cli::try_parse_from(["newspaper", "--database-url", "x.db"]).unwrap();
+        if std::env::var_os("NEWSPAPER_SECRET_KEY").is_none() && std::env::var_os("NEWSPAPER_DEBUG").is_none() {
+            assert!(cli.config.settings().is_err());
+        }
+        let cli = Cli::try_parse_from(["newspaper", "--debug", "--database-url", "mysql://x"]).unwrap();
+        assert!(cli.config.settings().unwrap_err().contains("unsupported database scheme"));
+        let cli = Cli::try_parse_from(["newspaper", "--secret-key", "k", "--channel-layer", "redis://127.0.0.1:6379"]).unwrap();
+        let settings = cli.config.settings().unwrap();
+        assert_eq!(settings.channel_layer, ChannelLayerSetting::Redis("redis://127.0.0.1:6379".into()));
+        let cli = Cli::try_parse_from(["newspaper", "--debug", "create-user", "--email", "a@b.co", "--password", "pw", "--staff"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CreateUser { staff: true, .. })));
+    }
+}

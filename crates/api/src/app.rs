@@ -1,0 +1,279 @@
+//! Composition: routes (`configure`), the actix server, and the background tasks of one
+//! instance (`Application`).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, Resource, web};
+use newspaper_events::{ChannelLayer, InMemoryChannelLayer, LayerConfig};
+use newspaper_persistence::{Database, PersistenceError, PoolOptions};
+use tokio::task::JoinHandle;
+
+use crate::auth::{PasswordHasher, Throttle, TokenService, handlers as auth};
+use crate::error::detail_response;
+use crate::pages::Pages;
+use crate::posts::handlers as posts;
+use crate::realtime::{self, DispatchMode, Dispatcher, Realtime};
+use crate::settings::{ChannelLayerSetting, Settings};
+use crate::state::AppState;
+use crate::{ApiError, middleware, openapi};
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Outside debug mode a secret key is mandatory.
+    #[error("NEWSPAPER_SECRET_KEY is required unless NEWSPAPER_DEBUG is on")]
+    MissingSecret,
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(#[from] PersistenceError),
+    /// The channel layer could not be set up.
+    #[error("channel layer: {0}")]
+    ChannelLayer(String),
+    /// The templates failed to compile.
+    #[error("templates: {0}")]
+    Templates(#[from] tera::Error),
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `allow` values for the 405 responses of each resource.
+const GET: &str = "GET, HEAD, OPTIONS";
+const POST: &str = "POST, OPTIONS";
+const GET_POST: &str = "GET, POST, HEAD, OPTIONS";
+const ITEM: &str = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS";
+
+/// A resource answering at `path` with and without its trailing slash, with a JSON 405 (and
+/// `Allow`) for other methods and a bare 200 for OPTIONS.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    let bare = path.trim_end_matches('/').to_owned();
+    web::resource(vec![path.to_owned(), bare]).default_service(web::to(move |req: HttpRequest| async move {
+        if req.method() == actix_web::http::Method::OPTIONS {
+            return Ok(HttpResponse::Ok().insert_header((actix_web::http::header::ALLOW, allow)).finish());
+        }
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { method: req.method().to_string(), allow })
+    }))
+}
+
+/// Registers every route of the service. Mount it in your own actix app with the state
+/// (`.app_data(web::Data<AppState>)`) and, ideally, the same middleware [`Application`] uses.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
+        .service(resource("/api/auth/register/", POST).route(web::post().to(auth::register)))
+        .service(resource("/api/auth/token/", POST).route(web::post().to(auth::obtain_token)))
+        .service(resource("/api/auth/token/refresh/", POST).route(web::post().to(auth::refresh_token)))
+        .service(resource("/api/auth/token/verify/", POST).route(web::post().to(auth::verify_token)))
+        .service(resource("/api/auth/logout/", POST).route(web::post().to(auth::logout)))
+        .service(resource("/api/auth/me/", GET).route(web::get().to(auth::me)).route(web::head().to(auth::me)))
+        .service(resource("/api/auth/password-reset/", POST).route(web::post().to(auth::request_password_reset)))
+        .service(
+            resource("/api/auth/password-reset/confirm/", POST).route(web::post().to(auth::confirm_password_reset)),
+        )
+        .service(resource("/api/auth/password/change/", POST).route(web::post().to(auth::change_password)))
+        .service(
+            resource("/api/posts/", GET_POST)
+                .route(web::get().to(posts::list_posts))
+                .route(web::head().to(posts::list_posts))
+                .route(web::post().to(posts::create_post)),
+        )
+        .service(
+            resource("/api/posts/{id}/", ITEM)
+                .route(web::get().to(posts::retrieve_post))
+                .route(web::head().to(posts::retrieve_post))
+                .route(web::put().to(posts::update_post))
+                .route(web::patch().to(posts::partial_update_post))
+                .route(web::delete().to(posts::destroy_post)),
+        )
+        .service(
+            resource("/api/realtime/stats/", GET)
+                .route(web::get().to(realtime::realtime_stats))
+                .route(web::head().to(realtime::realtime_stats)),
+        )
+        .service(
+            resource("/api/schema/", GET).route(web::get().to(openapi::schema)).route(web::head().to(openapi::schema)),
+        )
+        .service(
+            web::resource(["/api/docs", "/api/docs/{tail:.*}"])
+                .route(web::get().to(openapi::docs))
+                .route(web::head().to(openapi::docs)),
+        )
+        .service(resource("/ws/blog/", "GET").route(web::get().to(realtime::blog_feed_socket)))
+        .service(resource("/", GET).route(web::get().to(crate::pages::index)).route(web::head().to(crate::pages::index)));
+}
+
+/// The answer for every path no route claims: a JSON 404.
+async fn not_found() -> HttpResponse {
+    detail_response(actix_web::http::StatusCode::NOT_FOUND, "Not found.")
+}
+
+/// A random instance name, for leases and logs.
+fn instance_name() -> String {
+    format!("newspaper-{}", &crate::auth_random_id()[..12])
+}
+
+/// One running instance: the HTTP server plus its background tasks.
+pub struct Application {
+    port: u16,
+    server: Server,
+    handle: ApplicationHandle,
+    tasks: Vec<JoinHandle<()>>,
+    layer: Arc<dyn ChannelLayer>,
+}
+
+/// Stops an [`Application`] gracefully from elsewhere (signal handler, test).
+#[derive(Clone)]
+pub struct ApplicationHandle {
+    realtime: Realtime,
+    server: ServerHandle,
+}
+
+impl ApplicationHandle {
+    /// Closes every WebSocket with 1001, then stops accepting and finishes in-flight requests.
+    pub async fn shutdown(&self) {
+        self.realtime.shutdown();
+        // Let sessions queue their close frames before the server stops polling them.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.server.stop(true).await;
+    }
+
+    /// Stops at once, like a crash would: no close frames, no lease release.
+    pub async fn abort(&self) {
+        self.server.stop(false).await;
+    }
+}
+
+impl Application {
+    /// Opens the database (running migrations), sets up the channel layer, binds the
+    /// listener and starts the dispatcher and presence tasks. Serve with
+    /// [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let secret = match (&settings.secret_key, settings.debug) {
+            (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
+            (_, true) => {
+                tracing::warn!("no NEWSPAPER_SECRET_KEY set: using a random key (debug mode); tokens will not survive a restart");
+                crate::auth_random_id().into_bytes()
+            }
+            (_, false) => return Err(StartupError::MissingSecret),
+        };
+        let url = settings.database_url.clone();
+        let mut options = PoolOptions::for_backend(url.backend());
+        if let Some(size) = settings.database_pool_size {
+            options.max_size = size;
+        }
+        let db = tokio::task::spawn_blocking(move || {
+            let db = Database::connect(&url, options)?;
+            let applied = db.run_migrations()?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "applied migrations");
+            }
+            Ok::<_, PersistenceError>(db)
+        })
+        .await
+        .map_err(|e| StartupError::Database(PersistenceError::Task(e.to_string())))??;
+        tracing::info!(database = %db.url(), "database ready");
+
+        let instance = settings.instance_id.clone().unwrap_or_else(instance_name);
+        let layer_config = LayerConfig {
+            capacity: settings.realtime.channel_capacity,
+            group_expiry: settings.realtime.group_expiry,
+        };
+        let (layer, mode): (Arc<dyn ChannelLayer>, DispatchMode) = match &settings.channel_layer {
+            ChannelLayerSetting::Memory => (Arc::new(InMemoryChannelLayer::new(layer_config)), DispatchMode::Exclusive),
+            ChannelLayerSetting::Redis(url) => {
+                return Err(StartupError::ChannelLayer(format!("the Redis layer ({url}) is not available in this build")));
+            }
+        };
+        let shared = mode != DispatchMode::Exclusive;
+        let realtime = Realtime::new(instance.clone(), shared);
+
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            tokens: TokenService::new(
+                &secret,
+                settings.access_token_lifetime,
+                settings.refresh_token_lifetime,
+                settings.password_reset_lifetime,
+            ),
+            passwords: PasswordHasher::new(settings.bcrypt_cost),
+            throttle: Throttle::new(settings.auth_rate_limit_per_minute),
+            layer: layer.clone(),
+            realtime: realtime.clone(),
+            settings: settings.clone(),
+            pages: Pages::load()?,
+        });
+
+        let listener = TcpListener::bind(settings.bind)?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(configure)
+                .default_service(web::to(not_found))
+                .wrap(ErrorHandlers::new().default_handler(middleware::json_error_body))
+                .wrap(from_fn(middleware::catch_panics))
+                .wrap(from_fn(middleware::log_requests))
+        })
+        .listen(listener)?
+        .max_connections(settings.max_connections_per_worker)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .on_connect(tune_socket);
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server.run();
+
+        let dispatcher = Dispatcher::new(db, layer.clone(), realtime.clone(), mode, settings.realtime.clone());
+        let tasks = vec![
+            tokio::spawn(dispatcher.run()),
+            tokio::spawn(realtime::run_presence(layer.clone(), realtime.clone(), settings.realtime.presence_interval)),
+            tokio::spawn(realtime::forward_remote_wakes(layer.clone(), realtime.clone())),
+        ];
+        tracing::info!(%instance, address = %settings.bind.ip(), port, "listening");
+        let handle = ApplicationHandle { realtime, server: server.handle() };
+        Ok(Self { port, server, handle, tasks, layer })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop this instance.
+    pub fn handle(&self) -> ApplicationHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until stopped, then stops the background tasks and the layer.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.handle.realtime.shutdown();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.layer.close().await;
+        result
+    }
+}
+
+/// Detects dead or never-reading peers at the TCP level: keepalive for idle connections, and a
+/// user timeout so that a client which stops reading cannot pin buffers forever.
+fn tune_socket(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let socket = socket2::SockRef::from(stream);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(120)));
+        let _ = socket.set_tcp_nodelay(true);
+    }
+}

@@ -1,0 +1,147 @@
+//! Who is calling: the bearer token of a request, checked against the token's signature and
+//! the user's current state (active, password unchanged).
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use newspaper_domain::{User, UserId, Viewer};
+use newspaper_persistence::UserRepository;
+
+use super::tokens::{TokenError, TokenType};
+use crate::ApiError;
+use crate::state::AppState;
+
+/// An authenticated, active user.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The user as stored now.
+    pub user: User,
+    /// The user's current password hash (to issue tokens bound to it).
+    pub password_hash: String,
+}
+
+impl AuthUser {
+    /// The identity posts are filtered by.
+    pub fn viewer(&self) -> Viewer {
+        Viewer::User { id: self.user.id, is_staff: self.user.is_staff }
+    }
+}
+
+/// Requires a valid access token (401 otherwise).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub AuthUser);
+
+/// Anonymous when no token is sent; a token that is sent must be valid (401 otherwise), as
+/// with DRF's authentication classes.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthenticated(pub Option<AuthUser>);
+
+impl MaybeAuthenticated {
+    /// The viewer: the user, or anonymous.
+    pub fn viewer(&self) -> Viewer {
+        self.0.as_ref().map_or(Viewer::Anonymous, AuthUser::viewer)
+    }
+}
+
+/// The raw token of an `Authorization: Bearer` header; `Ok(None)` when there is no bearer
+/// header at all (other schemes are not ours to judge).
+fn bearer_token(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| {
+        ApiError::Unauthorized("Authorization header contains invalid characters".into())
+    })?;
+    let mut parts = value.split_whitespace();
+    match parts.next() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => {}
+        _ => return Ok(None),
+    }
+    match (parts.next(), parts.next()) {
+        (Some(token), None) => Ok(Some(token.to_owned())),
+        _ => Err(ApiError::Unauthorized(
+            "Authorization header must contain two space-delimited values".into(),
+        )),
+    }
+}
+
+/// Checks an access token and loads its user: unknown, inactive, or changed-password users
+/// are refused.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    authenticate_as(state, token, &[TokenType::Access]).await.map(|(user, _)| user)
+}
+
+/// Like [`authenticate`] for any of the `accept`ed token types; also returns the claims.
+pub(crate) async fn authenticate_as(
+    state: &AppState,
+    token: &str,
+    accept: &[TokenType],
+) -> Result<(AuthUser, super::tokens::Claims), ApiError> {
+    let claims = state.tokens.decode(token, accept)?;
+    let id = UserId(claims.user_id);
+    let record = state.db.read(move |conn| UserRepository::find_by_id(conn, id)).await?;
+    let record = record.ok_or_else(|| ApiError::Unauthorized("User not found".into()))?;
+    if !record.user.is_active {
+        return Err(ApiError::Unauthorized("User is inactive".into()));
+    }
+    if state.tokens.password_version(&record.password_hash) != claims.pwv {
+        return Err(TokenError::Invalid.into());
+    }
+    Ok((AuthUser { user: record.user, password_hash: record.password_hash }, claims))
+}
+
+fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("application state is not configured".into()))
+}
+
+impl FromRequest for MaybeAuthenticated {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = state_of(req);
+        Box::pin(async move {
+            match token? {
+                None => Ok(MaybeAuthenticated(None)),
+                Some(token) => {
+                    let state = state?;
+                    Ok(MaybeAuthenticated(Some(authenticate(&state, &token).await?)))
+                }
+            }
+        })
+    }
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let maybe = MaybeAuthenticated::from_request(req, payload);
+        Box::pin(async move {
+            maybe.await?.0.map(Authenticated).ok_or_else(|| {
+                ApiError::Unauthorized("Authentication credentials were not provided.".into())
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn bearer_header_parsing() {
+        let req = |v: &str| TestRequest::default().insert_header((header::AUTHORIZATION, v)).to_http_request();
+        assert_eq!(bearer_token(&req("Bearer abc")).unwrap(), Some("abc".into()));
+        assert_eq!(bearer_token(&req("bearer abc")).unwrap(), Some("abc".into()));
+        assert_eq!(bearer_token(&req("Basic dXNlcg==")).unwrap(), None);
+        assert!(bearer_token(&req("Bearer")).is_err());
+        assert!(bearer_token(&req("Bearer a b")).is_err());
+        assert_eq!(bearer_token(&TestRequest::default().to_http_request()).unwrap(), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! Accounts and authentication: bcrypt passwords, simplejwt-style tokens, the bearer
+//! extractor, attempt throttling and the /api/auth/ endpoints.
+
+mod extractor;
+pub(crate) mod handlers;
+mod passwords;
+mod throttle;
+mod tokens;
+
+pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
+pub use passwords::PasswordHasher;
+pub use throttle::Throttle;
+pub use tokens::{Claims, TokenError, TokenPair, TokenService, TokenType};
+pub(crate) use tokens::random_id;

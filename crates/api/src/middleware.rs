@@ -1,0 +1,134 @@
+//! Cross-cutting request handling: one log line per request, panics turned into JSON 500s,
+//! and JSON bodies for error responses produced outside our handlers.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, Next};
+use futures_util::FutureExt;
+
+use crate::ApiError;
+use crate::error::ErrorDetail;
+
+/// Logs method, path, status and latency of every request.
+pub async fn log_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await;
+    let status = match &response {
+        Ok(res) => res.status().as_u16(),
+        Err(err) => err.as_response_error().status_code().as_u16(),
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(target: "newspaper::http", %method, %path, status, latency_ms = format!("{latency_ms:.2}"), "request");
+    response
+}
+
+/// Turns a panicking handler into a logged 500 with a JSON body, instead of a dropped
+/// connection. (It returns the error rather than a response: the request cannot be cloned up
+/// front, because routing still needs to own it.)
+pub async fn catch_panics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let call = match std::panic::catch_unwind(AssertUnwindSafe(|| next.call(req))) {
+        Ok(call) => call,
+        Err(panic) => return Err(panicked(&method, &path, &*panic)),
+    };
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => Err(panicked(&method, &path, &*panic)),
+    }
+}
+
+fn panicked(method: &actix_web::http::Method, path: &str, panic: &(dyn std::any::Any + Send)) -> actix_web::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::Internal(format!("handler panicked: {method} {path}: {message}")).into()
+}
+
+/// For `ErrorHandlers::default_handler`: gives any error response without a JSON body one
+/// (`{"detail": "<reason>"}`), so clients never see an empty or HTML error.
+pub fn json_error_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json || res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let detail = status.canonical_reason().unwrap_or("Error").to_owned();
+    let (req, old) = res.into_parts();
+    let mut response = actix_web::HttpResponse::build(status).json(ErrorDetail { detail: format!("{detail}.") });
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::{ErrorHandlers, from_fn};
+    use actix_web::{App, HttpResponse, test, web};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_panicking_handler_becomes_a_json_500() {
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(catch_panics))
+                .route("/boom", web::get().to(|| async {
+                    #[allow(clippy::panic)]
+                    if true { panic!("kaboom") }
+                    HttpResponse::Ok().finish()
+                }))
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("ok") })),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body, serde_json::json!({"detail": "A server error occurred."}));
+        let res = test::call_service(&app, test::TestRequest::get().uri("/fine").to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[actix_web::test]
+    async fn bare_error_responses_get_json_bodies() {
+        let app = test::init_service(
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(json_error_body))
+                .route("/teapot", web::get().to(|| async { HttpResponse::ImATeapot().body("<h1>no</h1>") }))
+                .route("/json", web::get().to(|| async { HttpResponse::BadRequest().json(serde_json::json!({"a": ["b"]})) })),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/teapot").to_request()).await;
+        assert_eq!(res.status(), StatusCode::IM_A_TEAPOT);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body, serde_json::json!({"detail": "I'm a teapot."}));
+        let res = test::call_service(&app, test::TestRequest::get().uri("/json").to_request()).await;
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body, serde_json::json!({"a": ["b"]}));
+    }
+}

@@ -1,0 +1,121 @@
+//! The OpenAPI 3 document (utoipa) at /api/schema/, and the interactive docs at /api/docs/,
+//! served entirely from this binary (Swagger UI vendored at build time from the crate registry).
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::ApiError;
+use crate::{auth, posts, realtime};
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".to_owned());
+        http.description = Some("Access token from POST /api/auth/token/".to_owned());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "newspaper",
+        description = "Real-time publishing: accounts with JWT, posts with DRF semantics, and a \
+                       WebSocket feed of every change (see docs/websocket.md).",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        auth::handlers::register,
+        auth::handlers::obtain_token,
+        auth::handlers::refresh_token,
+        auth::handlers::verify_token,
+        auth::handlers::logout,
+        auth::handlers::me,
+        auth::handlers::request_password_reset,
+        auth::handlers::confirm_password_reset,
+        auth::handlers::change_password,
+        posts::handlers::list_posts,
+        posts::handlers::create_post,
+        posts::handlers::retrieve_post,
+        posts::handlers::update_post,
+        posts::handlers::partial_update_post,
+        posts::handlers::destroy_post,
+        realtime::stats::realtime_stats,
+        realtime::endpoint::blog_feed_socket,
+        schema,
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "posts", description = "Posts"),
+        (name = "realtime", description = "The live feed"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        doc
+    })
+}
+
+/// The OpenAPI document (JSON; `?format=json` accepted).
+#[utoipa::path(get, path = "/api/schema/", tag = "meta",
+    params(("format" = Option<String>, Query, description = "Only `json`")),
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
+              (status = 404, body = crate::error::ErrorDetail)))]
+pub async fn schema(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    match pairs.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
+        None | Some("json" | "openapi-json") => Ok(HttpResponse::Ok()
+            .content_type("application/vnd.oai.openapi+json; charset=utf-8")
+            .json(document())),
+        Some(_) => Err(ApiError::not_found()),
+    }
+}
+
+fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            Arc::new(
+                utoipa_swagger_ui::Config::from("/api/schema/")
+                    // The default validator badge would fetch an image from the internet.
+                    .validator_url("none")
+                    .persist_authorization(true),
+            )
+        })
+        .clone()
+}
+
+/// Swagger UI's files; `/api/docs` redirects to `/api/docs/`.
+pub async fn docs(req: HttpRequest, tail: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    if !req.path().ends_with('/') && tail.is_empty() {
+        return Ok(HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/api/docs/")).finish());
+    }
+    match utoipa_swagger_ui::serve(&tail, swagger_config()) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            if file.gzpipped {
+                response.insert_header((header::CONTENT_ENCODING, "gzip"));
+            }
+            response.insert_header((header::CACHE_CONTROL, "public, max-age=3600"));
+            Ok(response.content_type(file.content_type).body(file.bytes.to_vec()))
+        }
+        Ok(None) => Err(ApiError::not_found()),
+        Err(err) => Err(ApiError::Internal(err.to_string())),
+    }
+}

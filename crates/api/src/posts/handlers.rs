@@ -1,0 +1,202 @@
+//! /api/posts/: DRF ModelViewSet behaviour (list, create, retrieve, update, partial update,
+//! destroy). Every write commits its outbox event with it and wakes the dispatcher.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use newspaper_domain::{Post, PostId, Viewer, now};
+use newspaper_persistence::{DbConnection, PostRepository};
+
+use super::input::{PostInput, PostWrite};
+use super::list::{ListPostsParams, ListRequest, PageNumber, PostPage};
+use crate::auth::{Authenticated, MaybeAuthenticated};
+use crate::auth::handlers::ValidationErrorBody;
+use crate::error::ErrorDetail;
+use crate::json_body::JsonObject;
+use crate::state::AppState;
+use crate::ApiError;
+
+/// The post `viewer` wants to change: 404 if they cannot see it, 403 if they may not change it.
+fn load_for_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Result<Post, ApiError> {
+    let post = PostRepository::find_visible_to(conn, viewer, id)?.ok_or_else(ApiError::not_found)?;
+    if viewer.can_modify(post.author.id) { Ok(post) } else { Err(ApiError::forbidden()) }
+}
+
+/// The request's own URL without its query, for pagination links.
+fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}{}", info.scheme(), info.host(), req.path())
+}
+
+/// List the posts the caller may see.
+#[utoipa::path(get, path = "/api/posts/", tag = "posts", params(ListPostsParams),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, body = PostPage),
+        (status = 400, description = "Invalid filter", body = ValidationErrorBody),
+        (status = 401, description = "A token was sent and is invalid", body = ErrorDetail),
+        (status = 404, description = "Invalid page", body = ErrorDetail)))]
+pub async fn list_posts(
+    state: web::Data<AppState>,
+    auth: MaybeAuthenticated,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let request = ListRequest::parse(req.query_string())?;
+    let viewer = auth.viewer();
+    let plan = request.clone();
+    let (number, page) = state
+        .db
+        .read(move |conn| {
+            let number = match plan.page {
+                PageNumber::Number(n) => n,
+                PageNumber::Last => {
+                    let only_count = newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
+                    let count = PostRepository::list_visible_to(conn, &viewer, &only_count)?.count;
+                    count.div_ceil(plan.page_size).max(1)
+                }
+            };
+            let page = PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
+            Ok::<_, ApiError>((number, page))
+        })
+        .await?;
+    let body = request.paginate(&base_url(&req), number, page.count, page.items)?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Create a post; the caller is its author.
+#[utoipa::path(post, path = "/api/posts/", tag = "posts", request_body = PostWrite,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = Post),
+        (status = 400, body = ValidationErrorBody),
+        (status = 401, body = ErrorDetail),
+        (status = 413, body = ErrorDetail),
+        (status = 415, body = ErrorDetail)))]
+pub async fn create_post(
+    state: web::Data<AppState>,
+    Authenticated(user): Authenticated,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = JsonObject::read(&req, payload.into_inner()).await?;
+    let new = PostInput::parse(&body, true)?
+        .into_new_post()
+        .ok_or_else(|| ApiError::field("title", "This field is required."))?;
+    let author = user.user.id;
+    let (post, _) = state.db.write(move |conn| PostRepository::create(conn, author, new, now())).await?;
+    state.realtime.committed();
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/posts/{}/", post.id)))
+        .json(post))
+}
+
+/// One post; drafts of others are "not found".
+#[utoipa::path(get, path = "/api/posts/{id}/", tag = "posts",
+    params(("id" = i64, Path, description = "Post id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, body = Post),
+        (status = 401, body = ErrorDetail),
+        (status = 404, body = ErrorDetail)))]
+pub async fn retrieve_post(
+    state: web::Data<AppState>,
+    auth: MaybeAuthenticated,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let (viewer, id) = (auth.viewer(), PostId(id.into_inner()));
+    let post = state.db.read(move |conn| PostRepository::find_visible_to(conn, &viewer, id)).await?;
+    post.map(|p| HttpResponse::Ok().json(p)).ok_or_else(ApiError::not_found)
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    user: crate::auth::AuthUser,
+    id: PostId,
+    req: HttpRequest,
+    payload: web::Payload,
+    full: bool,
+) -> Result<HttpResponse, ApiError> {
+    let viewer = user.viewer();
+    // Permission before the body, as DRF does: a stranger learns nothing from validation.
+    state.db.read(move |conn| load_for_change(conn, &viewer, id)).await?;
+    let body = JsonObject::read(&req, payload.into_inner()).await?;
+    let changes = PostInput::parse(&body, full)?.into_changes();
+    let post = state
+        .db
+        .write(move |conn| {
+            let current = load_for_change(conn, &viewer, id)?;
+            Ok::<_, ApiError>(PostRepository::update(conn, &current, changes, now())?.0)
+        })
+        .await?;
+    state.realtime.committed();
+    Ok(HttpResponse::Ok().json(post))
+}
+
+/// Replace a post's fields (`title` required; fields not sent keep their values).
+#[utoipa::path(put, path = "/api/posts/{id}/", tag = "posts", request_body = PostWrite,
+    params(("id" = i64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Post),
+        (status = 400, body = ValidationErrorBody),
+        (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail),
+        (status = 404, body = ErrorDetail),
+        (status = 413, body = ErrorDetail),
+        (status = 415, body = ErrorDetail)))]
+pub async fn update_post(
+    state: web::Data<AppState>,
+    Authenticated(user): Authenticated,
+    id: web::Path<i64>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    update(state, user, PostId(id.into_inner()), req, payload, true).await
+}
+
+/// Change some of a post's fields.
+#[utoipa::path(patch, path = "/api/posts/{id}/", tag = "posts", request_body = PostWrite,
+    params(("id" = i64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Post),
+        (status = 400, body = ValidationErrorBody),
+        (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail),
+        (status = 404, body = ErrorDetail),
+        (status = 413, body = ErrorDetail),
+        (status = 415, body = ErrorDetail)))]
+pub async fn partial_update_post(
+    state: web::Data<AppState>,
+    Authenticated(user): Authenticated,
+    id: web::Path<i64>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    update(state, user, PostId(id.into_inner()), req, payload, false).await
+}
+
+/// Delete a post.
+#[utoipa::path(delete, path = "/api/posts/{id}/", tag = "posts",
+    params(("id" = i64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail),
+        (status = 404, body = ErrorDetail)))]
+pub async fn destroy_post(
+    state: web::Data<AppState>,
+    Authenticated(user): Authenticated,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let (viewer, id) = (user.viewer(), PostId(id.into_inner()));
+    state
+        .db
+        .write(move |conn| {
+            let current = load_for_change(conn, &viewer, id)?;
+            Ok::<_, ApiError>(PostRepository::delete(conn, &current, now())?)
+        })
+        .await?;
+    state.realtime.committed();
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,229 @@
+//! The list query (`page`, `page_size`, `status`, `author`, `search`, `ordering`) and DRF's
+//! page-number pagination with absolute `next` / `previous` links.
+
+use newspaper_domain::{Post, PostOrdering, PostStatus, UserId, ValidationErrors};
+use newspaper_persistence::PostQuery;
+use serde::Serialize;
+use url::Url;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::ApiError;
+
+/// Rows per page unless `page_size` says otherwise.
+pub const DEFAULT_PAGE_SIZE: u64 = 10;
+/// The largest `page_size` honoured; larger values are clamped, as DRF does.
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+/// Query parameters of `GET /api/posts/` (for the OpenAPI document).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListPostsParams {
+    /// Page number from 1, or `last`.
+    page: Option<String>,
+    /// Rows per page, 1 to 100 (default 10).
+    page_size: Option<u64>,
+    /// Only `draft` or only `published` posts.
+    status: Option<PostStatus>,
+    /// Only posts by this user id.
+    author: Option<i64>,
+    /// Case-insensitive text in the title or content.
+    search: Option<String>,
+    /// `created_at`, `updated_at` or `title`, `-` for descending, comma-separated
+    /// (default `-created_at`).
+    ordering: Option<String>,
+}
+
+/// A page of posts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostPage {
+    /// Posts matching the query, over all pages.
+    pub count: u64,
+    /// Absolute URL of the next page.
+    pub next: Option<String>,
+    /// Absolute URL of the previous page.
+    pub previous: Option<String>,
+    /// This page's posts.
+    pub results: Vec<Post>,
+}
+
+/// Which page was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageNumber {
+    /// 1-based.
+    Number(u64),
+    /// The last page, whatever its number.
+    Last,
+}
+
+/// A parsed list request.
+#[derive(Debug, Clone)]
+pub(crate) struct ListRequest {
+    pub(crate) page: PageNumber,
+    pub(crate) page_size: u64,
+    pub(crate) query: PostQuery,
+    pairs: Vec<(String, String)>,
+}
+
+fn invalid_page() -> ApiError {
+    ApiError::NotFound("Invalid page.".into())
+}
+
+impl ListRequest {
+    /// Parses a query string. Bad filters are 400s, a bad page is a 404, and a bad page size
+    /// or unknown ordering falls back to the default, all as DRF and django-filter do.
+    pub(crate) fn parse(query_string: &str) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query_string)
+            .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}.")))?;
+        let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let page = match get("page").map(str::trim) {
+            None | Some("") => PageNumber::Number(1),
+            Some("last") => PageNumber::Last,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) if n >= 1 => PageNumber::Number(n),
+                _ => return Err(invalid_page()),
+            },
+        };
+        let page_size = get("page_size")
+            .and_then(|raw| raw.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 1)
+            .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
+        let mut errors = ValidationErrors::new();
+        let status = match get("status").map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => match raw.parse::<PostStatus>() {
+                Ok(status) => Some(status),
+                Err(_) => {
+                    errors.add(
+                        "status",
+                        format!("Select a valid choice. {raw} is not one of the available choices."),
+                    );
+                    None
+                }
+            },
+        };
+        let author = match get("author").map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(id) => Some(UserId(id)),
+                Err(_) => {
+                    errors.add("author", "Enter a number.");
+                    None
+                }
+            },
+        };
+        errors.into_result(())?;
+        let search = get("search").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let ordering = PostOrdering::parse_list(get("ordering").unwrap_or(""));
+        Ok(Self {
+            page,
+            page_size,
+            query: PostQuery { status, author, search, ordering, offset: 0, limit: page_size },
+            pairs,
+        })
+    }
+
+    /// The query for page `number`.
+    pub(crate) fn query_for_page(&self, number: u64) -> PostQuery {
+        PostQuery { offset: (number - 1).saturating_mul(self.page_size), ..self.query.clone() }
+    }
+
+    /// Wraps one page of results, or 404 if the page does not exist (page 1 always does).
+    pub(crate) fn paginate(
+        &self,
+        base: &str,
+        number: u64,
+        count: u64,
+        results: Vec<Post>,
+    ) -> Result<PostPage, ApiError> {
+        let pages = count.div_ceil(self.page_size).max(1);
+        if number > pages {
+            return Err(invalid_page());
+        }
+        let next = (number < pages).then(|| self.link(base, Some(number + 1)));
+        let previous = (number > 1).then(|| self.link(base, (number > 2).then_some(number - 1)));
+        Ok(PostPage { count, next, previous, results })
+    }
+
+    /// `base` with the original parameters and `page` replaced (removed for page 1).
+    fn link(&self, base: &str, page: Option<u64>) -> String {
+        let Ok(mut url) = Url::parse(base) else { return base.to_owned() };
+        {
+            let mut query = url.query_pairs_mut();
+            query.clear();
+            let mut wrote_page = false;
+            for (key, value) in &self.pairs {
+                if key == "page" {
+                    if let (Some(page), false) = (page, wrote_page) {
+                        query.append_pair("page", &page.to_string());
+                        wrote_page = true;
+                    }
+                } else {
+                    query.append_pair(key, value);
+                }
+            }
+            if let (Some(page), false) = (page, wrote_page) {
+                query.append_pair("page", &page.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posts(n: usize) -> Vec<Post> {
+        Vec::with_capacity(n)
+    }
+
+    #[test]
+    fn parses_filters_and_falls_back_like_drf() {
+        let req = ListRequest::parse("page=2&page_size=500&status=draft&author=7&search=+hi+&ordering=-title,bogus").unwrap();
+        assert_eq!(req.page, PageNumber::Number(2));
+        assert_eq!(req.page_size, 100);
+        assert_eq!(req.query.status, Some(PostStatus::Draft));
+        assert_eq!(req.query.author, Some(UserId(7)));
+        assert_eq!(req.query.search.as_deref(), Some("hi"));
+        assert_eq!(req.query.ordering.len(), 1);
+        assert_eq!(req.query_for_page(3).offset, 200);
+        assert_eq!(ListRequest::parse("page_size=abc").unwrap().page_size, 10);
+        assert_eq!(ListRequest::parse("page=last").unwrap().page, PageNumber::Last);
+    }
+
+    #[test]
+    fn bad_pages_are_404_and_bad_filters_400() {
+        assert!(matches!(ListRequest::parse("page=0"), Err(ApiError::NotFound(_))));
+        assert!(matches!(ListRequest::parse("page=x"), Err(ApiError::NotFound(_))));
+        match ListRequest::parse("status=live&author=me") {
+            Err(ApiError::Validation(errors)) => {
+                assert_eq!(
+                    serde_json::to_value(errors).unwrap(),
+                    serde_json::json!({
+                        "author": ["Enter a number."],
+                        "status": ["Select a valid choice. live is not one of the available choices."]
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn links_keep_the_query_and_drop_page_one() {
+        let base = "http://h:8000/api/posts/";
+        let req = ListRequest::parse("search=a+b&page=2&page_size=1").unwrap();
+        let page = req.paginate(base, 2, 3, posts(1)).unwrap();
+        assert_eq!(page.next.as_deref(), Some("http://h:8000/api/posts/?search=a+b&page=3&page_size=1"));
+        assert_eq!(page.previous.as_deref(), Some("http://h:8000/api/posts/?search=a+b&page_size=1"));
+        let first = ListRequest::parse("").unwrap().paginate(base, 1, 25, posts(10)).unwrap();
+        assert_eq!(first.next.as_deref(), Some("http://h:8000/api/posts/?page=2"));
+        assert_eq!(first.previous, None);
+        assert!(ListRequest::parse("").unwrap().paginate(base, 1, 0, posts(0)).is_ok());
+        assert!(matches!(ListRequest::parse("").unwrap().paginate(base, 2, 10, posts(0)), Err(ApiError::NotFound(_))));
+    }
+}

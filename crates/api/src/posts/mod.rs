@@ -1,0 +1,8 @@
+//! Posts over HTTP: input validation, list queries and pagination, and the handlers.
+
+pub(crate) mod handlers;
+mod input;
+mod list;
+
+pub use input::PostWrite;
+pub use list::{DEFAULT_PAGE_SIZE, ListPostsParams, MAX_PAGE_SIZE, PostPage};

@@ -1,0 +1,247 @@
+//! Publishes committed outbox events to the channel layer, in seq order, exactly once per
+//! cursor advance; resumes from the persisted cursor after a restart, so a crash between
+//! commit and publish loses nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use newspaper_domain::{Seq, now};
+use newspaper_events::{
+    BLOG_FEED_GROUP, ChannelLayer, FeedEnvelope, GroupName, LayerError, post_group,
+};
+use newspaper_persistence::{Database, OutboxRepository, RefreshTokenRepository};
+
+use super::{OUTBOX_WAKE_GROUP, Realtime};
+use crate::ApiError;
+use crate::settings::RealtimeSettings;
+
+/// Events read and published per round.
+const BATCH: i64 = 256;
+/// How often old history and expired blacklist entries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Who may publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// This instance alone (in-memory layer): always publish.
+    Exclusive,
+    /// Several instances share the outbox and the layer: publish only while holding the
+    /// lease recorded in the database under this instance name.
+    Leased {
+        /// This instance's name in the lease.
+        instance: String,
+    },
+}
+
+/// The background task that turns outbox rows into layer messages.
+pub struct Dispatcher {
+    db: Database,
+    layer: Arc<dyn ChannelLayer>,
+    realtime: Realtime,
+    mode: DispatchMode,
+    settings: RealtimeSettings,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+struct State {
+    /// The last seq handed to the layer by this instance; `None` until read from the database.
+    cursor: Option<Seq>,
+    leader: bool,
+    lease_renewed: Option<Instant>,
+    last_prune: Instant,
+}
+
+impl Dispatcher {
+    /// A dispatcher; call [`Dispatcher::run`] to start it.
+    pub fn new(
+        db: Database,
+        layer: Arc<dyn ChannelLayer>,
+        realtime: Realtime,
+        mode: DispatchMode,
+        settings: RealtimeSettings,
+    ) -> Self {
+        Self { db, layer, realtime, mode, settings }
+    }
+
+    /// Runs until shutdown. Failures (database or broker down) are retried with backoff; the
+    /// cursor only advances past events the layer accepted.
+    pub async fn run(self) {
+        let mut shutdown = self.realtime.shutdown_signal();
+        let wake_group = GroupName::new(OUTBOX_WAKE_GROUP).ok();
+        let mut remote_wake = match (&self.mode, &wake_group) {
+            (DispatchMode::Leased { .. }, Some(group)) => self.join_wake_group(group).await,
+            _ => None,
+        };
+        let mut state = State {
+            cursor: None,
+            leader: self.mode == DispatchMode::Exclusive,
+            lease_renewed: None,
+            last_prune: Instant::now(),
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let round = self.round(&mut state).await;
+            let pause = match round {
+                Ok(published) if published >= BATCH as usize => Duration::ZERO,
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    if state.leader {
+                        self.settings.dispatch_poll_interval
+                    } else {
+                        self.settings.dispatch_lease / 3
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "dispatcher round failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.realtime.inner.dispatch_wake.notified() => {}
+                _ = async {
+                    match remote_wake.as_mut() {
+                        Some(rx) => { let _ = rx.recv().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if let DispatchMode::Leased { instance } = &self.mode {
+            let instance = instance.clone();
+            let released = self
+                .db
+                .write(move |conn| OutboxRepository::release_lease(conn, &instance))
+                .await;
+            if let Err(err) = released {
+                tracing::warn!(error = %err, "could not release the publishing lease");
+            }
+        }
+        tracing::debug!("dispatcher stopped");
+    }
+
+    async fn join_wake_group(&self, group: &GroupName) -> Option<newspaper_events::ChannelReceiver> {
+        let rx = self.layer.new_channel().await.ok()?;
+        self.layer.group_add(group, rx.name()).await.ok()?;
+        Some(rx)
+    }
+
+    /// One round: keep or take the lease, publish one batch, prune now and then.
+    async fn round(&self, state: &mut State) -> Result<usize, ApiError> {
+        if let DispatchMode::Leased { instance } = &self.mode {
+            let due = state.lease_renewed.is_none_or(|t| t.elapsed() >= self.settings.dispatch_lease / 3);
+            if due {
+                let (who, ttl) = (instance.clone(), self.settings.dispatch_lease);
+                let holds = self
+                    .db
+                    .write(move |conn| {
+                        let t = now();
+                        let until = t + chrono::Duration::from_std(ttl).unwrap_or_default();
+                        OutboxRepository::acquire_lease(conn, &who, until, t)
+                    })
+                    .await?;
+                if holds && !state.leader {
+                    tracing::info!(instance = %instance, "took the publishing lease");
+                    state.cursor = None;
+                }
+                state.leader = holds;
+                state.lease_renewed = holds.then(Instant::now);
+            }
+        }
+        if !state.leader {
+            return Ok(0);
+        }
+        let published = self.publish_batch(state).await?;
+        if state.last_prune.elapsed() >= PRUNE_EVERY {
+            state.last_prune = Instant::now();
+            self.prune().await?;
+        }
+        Ok(published)
+    }
+
+    async fn publish_batch(&self, state: &mut State) -> Result<usize, ApiError> {
+        let after = match state.cursor {
+            Some(seq) => seq,
+            None => self.db.read(|conn| OutboxRepository::state(conn)).await?.published,
+        };
+        state.cursor = Some(after);
+        let events = self.db.read(move |conn| OutboxRepository::list_after(conn, after, BATCH)).await?;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+        let feed = GroupName::new(BLOG_FEED_GROUP)?;
+        let mut prev = after;
+        for event in &events {
+            let wire = FeedEnvelope::from_event(event, prev)?.encode();
+            self.layer.group_send(&feed, wire.clone()).await?;
+            self.layer.group_send(&GroupName::new(&post_group(event.change.post_id))?, wire).await?;
+            prev = event.seq;
+            state.cursor = Some(prev);
+        }
+        let leader = match &self.mode {
+            DispatchMode::Exclusive => None,
+            DispatchMode::Leased { instance } => Some(instance.clone()),
+        };
+        let still_leader = self
+            .db
+            .write(move |conn| OutboxRepository::mark_published(conn, last, leader.as_deref()))
+            .await?;
+        if !still_leader {
+            tracing::warn!("lost the publishing lease while publishing; another instance takes over");
+            state.leader = false;
+            state.lease_renewed = None;
+        }
+        Ok(events.len())
+    }
+
+    async fn prune(&self) -> Result<(), ApiError> {
+        let retention = chrono::Duration::from_std(self.settings.history_retention).unwrap_or_default();
+        let keep = self.settings.history_min_events;
+        let (events, tokens) = self
+            .db
+            .write(move |conn| {
+                let t = now();
+                let events = OutboxRepository::prune(conn, t - retention, keep)?;
+                let tokens = RefreshTokenRepository::prune_expired(conn, t)?;
+                Ok::<_, ApiError>((events, tokens))
+            })
+            .await?;
+        if events + tokens > 0 {
+            tracing::info!(events, tokens, "pruned history");
+        }
+        Ok(())
+    }
+}
+
+/// Forwards local commits to the dispatchers of other instances, coalescing bursts into one
+/// message.
+pub(crate) async fn forward_remote_wakes(layer: Arc<dyn ChannelLayer>, realtime: Realtime) {
+    let Some(remote) = realtime.inner.remote_wake.as_ref() else { return };
+    let Ok(group) = GroupName::new(OUTBOX_WAKE_GROUP) else { return };
+    let mut shutdown = realtime.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = remote.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(err) = layer.group_send(&group, bytes::Bytes::new()).await {
+            // Other instances still poll; a lost wake-up only delays them.
+            if !matches!(err, LayerError::Closed) {
+                tracing::debug!(error = %err, "could not wake other dispatchers");
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The live feed: the dispatcher that publishes committed outbox events, the WebSocket
+//! endpoint and its sessions, presence, and stats.
+
+mod dispatcher;
+pub(crate) mod endpoint;
+mod origin;
+mod presence;
+mod session;
+pub(crate) mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, watch};
+
+pub use dispatcher::{DispatchMode, Dispatcher};
+pub(crate) use dispatcher::forward_remote_wakes;
+pub(crate) use endpoint::blog_feed_socket;
+pub use origin::origin_allowed;
+pub(crate) use presence::run_presence;
+pub use stats::RealtimeStats;
+pub(crate) use stats::realtime_stats;
+
+/// Group through which instances sharing a layer wake each other's dispatcher after a commit.
+pub(crate) const OUTBOX_WAKE_GROUP: &str = "newspaper.outbox";
+
+/// Handle shared by handlers, sessions and background tasks of one instance.
+#[derive(Clone, Debug)]
+pub struct Realtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dispatch_wake: Notify,
+    remote_wake: Option<Notify>,
+    connections: AtomicUsize,
+    presence: watch::Sender<usize>,
+    presence_nudge: Notify,
+    shutdown: watch::Sender<bool>,
+    instance: String,
+}
+
+impl Realtime {
+    /// A handle for instance `instance`; `shared_layer` when other instances share the layer
+    /// (their dispatchers must hear about our commits).
+    pub fn new(instance: String, shared_layer: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dispatch_wake: Notify::new(),
+                remote_wake: shared_layer.then(Notify::new),
+                connections: AtomicUsize::new(0),
+                presence: watch::Sender::new(0),
+                presence_nudge: Notify::new(),
+                shutdown: watch::Sender::new(false),
+                instance,
+            }),
+        }
+    }
+
+    /// Tells the dispatcher (here and, with a shared layer, on every instance) that an outbox
+    /// event was committed.
+    pub fn committed(&self) {
+        self.inner.dispatch_wake.notify_one();
+        if let Some(remote) = &self.inner.remote_wake {
+            remote.notify_one();
+        }
+    }
+
+    /// Starts a graceful shutdown: sessions close with 1001, background tasks stop.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// WebSocket connections open on this instance.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// This instance's name.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The current `blog_feed` presence count.
+    pub fn presence(&self) -> usize {
+        *self.inner.presence.borrow()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub(crate) fn presence_updates(&self) -> watch::Receiver<usize> {
+        self.inner.presence.subscribe()
+    }
+
+    pub(crate) fn nudge_presence(&self) {
+        self.inner.presence_nudge.notify_one();
+    }
+
+    pub(crate) fn connection_opened(&self) -> ConnectionGuard {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        self.nudge_presence();
+        ConnectionGuard { realtime: self.clone() }
+    }
+}
+
+/// Counts a connection for as long as it lives, however its session ends.
+pub(crate) struct ConnectionGuard {
+    realtime: Realtime,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.realtime.inner.connections.fetch_sub(1, Ordering::Relaxed);
+        self.realtime.nudge_presence();
+    }
+}

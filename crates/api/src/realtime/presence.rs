@@ -1,0 +1,41 @@
+//! Presence: how many streams follow `blog_feed`, recomputed after local joins and leaves (and
+//! periodically, for other instances' clients), published at most once per interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use newspaper_events::{BLOG_FEED_GROUP, ChannelLayer, GroupName};
+
+use super::Realtime;
+
+/// How often the count is re-read even without local changes (other instances' clients,
+/// expired memberships).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs until shutdown, keeping [`Realtime::presence`] current.
+pub(crate) async fn run_presence(layer: Arc<dyn ChannelLayer>, realtime: Realtime, interval: Duration) {
+    let Ok(feed) = GroupName::new(BLOG_FEED_GROUP) else { return };
+    let mut shutdown = realtime.shutdown_signal();
+    loop {
+        match layer.group_size(&feed).await {
+            Ok(count) => {
+                realtime.inner.presence.send_if_modified(|current| {
+                    let changed = *current != count;
+                    *current = count;
+                    changed
+                });
+            }
+            Err(err) => tracing::debug!(error = %err, "presence count unavailable"),
+        }
+        // Coalesce: whatever happens during the interval yields one update after it.
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = realtime.inner.presence_nudge.notified() => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

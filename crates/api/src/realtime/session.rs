@@ -1,0 +1,551 @@
+//! One WebSocket stream of the blog feed: authenticates, replays from `since`, then forwards
+//! live events as this viewer sees them, exactly once and in seq order, filling any gap from
+//! the outbox. Slow, silent or abusive clients are closed with the matching code.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use newspaper_domain::{PostId, Seq, StoredEvent, Viewer};
+use newspaper_events::{
+    BLOG_FEED_GROUP, ChannelReceiver, FeedEnvelope, GroupName, RecvError, post_group,
+};
+use newspaper_persistence::{OutboxRepository, PostRepository};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::auth::authenticate;
+use crate::state::AppState;
+
+/// Events read from the outbox per query while replaying.
+const REPLAY_BATCH: i64 = 500;
+/// Rate-limit violations tolerated before the connection is closed.
+const MAX_STRIKES: u32 = 50;
+
+/// What the handshake asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionParams {
+    pub(crate) token: Option<String>,
+    pub(crate) since: Option<Result<Seq, String>>,
+}
+
+/// How a session ends.
+enum Exit {
+    /// Send a close frame with this code and reason.
+    Close(CloseCode, String),
+    /// The peer is gone; nothing to send.
+    Gone,
+}
+
+impl Exit {
+    fn close(code: CloseCode, reason: impl Into<String>) -> Self {
+        Exit::Close(code, reason.into())
+    }
+
+    fn shutdown() -> Self {
+        Exit::close(CloseCode::Away, "server shutting down")
+    }
+}
+
+/// Runs one connection to the end.
+pub(crate) async fn run(
+    state: Arc<AppState>,
+    params: SessionParams,
+    ws: Session,
+    mut stream: AggregatedMessageStream,
+) {
+    let _counted = state.realtime.connection_opened();
+    let mut opening = Opening { state: &state, ws: ws.clone() };
+    let exit = match opening.open(params).await {
+        Ok((mut session, since)) => {
+            let exit = match session.start(since).await {
+                Ok(()) => session.event_loop(&mut stream).await,
+                Err(exit) => exit,
+            };
+            drop(session.receiver);
+            exit
+        }
+        Err(exit) => exit,
+    };
+    state.realtime.nudge_presence();
+    if let Exit::Close(code, reason) = exit {
+        // The outgoing queue may be full (a client that stopped reading); never wait long.
+        actix_web::rt::spawn(async move {
+            let reason = CloseReason { code, description: Some(reason) };
+            let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(reason))).await;
+        });
+    }
+}
+
+struct Opening<'a> {
+    state: &'a Arc<AppState>,
+    ws: Session,
+}
+
+impl Opening<'_> {
+    /// Authenticates and joins `blog_feed`; returns the session and where to replay from.
+    async fn open(&mut self, params: SessionParams) -> Result<(FeedSession, Option<Seq>), Exit> {
+        let viewer = match &params.token {
+            None => Viewer::Anonymous,
+            Some(token) => match authenticate(self.state, token).await {
+                Ok(user) => user.viewer(),
+                Err(err) => {
+                    let detail = err.to_string();
+                    let _ = self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
+                    return Err(Exit::close(CloseCode::Policy, format!("authentication failed: {detail}")));
+                }
+            },
+        };
+        let since = match params.since {
+            None => None,
+            Some(Ok(seq)) => Some(seq),
+            Some(Err(detail)) => {
+                let _ = self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
+                return Err(Exit::close(CloseCode::Policy, "invalid since parameter"));
+            }
+        };
+        let layer = &self.state.layer;
+        let unavailable = |e: newspaper_events::LayerError| {
+            tracing::warn!(error = %e, "could not join the feed");
+            Exit::close(CloseCode::Again, "feed temporarily unavailable; retry")
+        };
+        let receiver = layer.new_channel().await.map_err(unavailable)?;
+        let feed = GroupName::new(BLOG_FEED_GROUP).map_err(unavailable)?;
+        layer.group_add(&feed, receiver.name()).await.map_err(unavailable)?;
+        self.state.realtime.nudge_presence();
+        let settings = &self.state.settings.realtime;
+        let mut presence = self.state.realtime.presence_updates();
+        presence.mark_changed();
+        let rate = f64::from(settings.client_messages_per_second.max(1));
+        Ok((
+            FeedSession {
+                state: self.state.clone(),
+                ws: self.ws.clone(),
+                viewer,
+                receiver,
+                feed,
+                in_feed: true,
+                subscriptions: HashSet::new(),
+                last_seq: None,
+                last_heard: Instant::now(),
+                renewed: Instant::now(),
+                bucket: TokenBucket::new(rate, rate * 2.0),
+                strikes: 0,
+                shutdown: self.state.realtime.shutdown_signal(),
+                presence,
+            },
+            since,
+        ))
+    }
+}
+
+struct FeedSession {
+    state: Arc<AppState>,
+    ws: Session,
+    viewer: Viewer,
+    receiver: ChannelReceiver,
+    feed: GroupName,
+    in_feed: bool,
+    subscriptions: HashSet<PostId>,
+    /// The newest seq this stream has dealt with (sent, or skipped as invisible).
+    last_seq: Option<Seq>,
+    last_heard: Instant,
+    renewed: Instant,
+    bucket: TokenBucket,
+    strikes: u32,
+    shutdown: watch::Receiver<bool>,
+    presence: watch::Receiver<usize>,
+}
+
+impl FeedSession {
+    async fn start(&mut self, since: Option<Seq>) -> Result<(), Exit> {
+        let Some(since) = since else { return Ok(()) };
+        let (state, latest) = self
+            .state
+            .db
+            .read(|conn| Ok::<_, newspaper_persistence::PersistenceError>((OutboxRepository::state(conn)?, OutboxRepository::latest_seq(conn)?)))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "replay unavailable");
+                Exit::close(CloseCode::Again, "history temporarily unavailable; retry")
+            })?;
+        if since < state.pruned || since > latest {
+            // Older than the retained history, or from another history altogether.
+            return self.send_json(json!({"event": "resync_required"})).await;
+        }
+        self.last_seq = Some(since);
+        self.catch_up(since, None).await
+    }
+
+    async fn event_loop(&mut self, stream: &mut AggregatedMessageStream) -> Exit {
+        let settings = self.state.settings.realtime.clone();
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + settings.heartbeat_interval,
+            settings.heartbeat_interval,
+        );
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => Err(Exit::shutdown()),
+                frame = stream.next() => match frame {
+                    None => Err(Exit::Gone),
+                    Some(Ok(message)) => {
+                        self.last_heard = Instant::now();
+                        self.on_client_message(message).await
+                    }
+                    Some(Err(ProtocolError::Overflow)) => Err(Exit::close(
+                        CloseCode::Size,
+                        format!("message larger than {} bytes", settings.max_message_bytes),
+                    )),
+                    Some(Err(err)) => Err(Exit::close(CloseCode::Protocol, err.to_string())),
+                },
+                message = self.receiver.recv() => self.on_layer_message(message).await,
+                _ = self.presence.changed() => self.send_presence().await,
+                _ = heartbeat.tick() => self.on_heartbeat(&settings).await,
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    async fn on_heartbeat(&mut self, settings: &crate::settings::RealtimeSettings) -> Result<(), Exit> {
+        if self.last_heard.elapsed() >= settings.idle_timeout {
+            return Err(Exit::close(CloseCode::Normal, "idle timeout"));
+        }
+        if self.renewed.elapsed() >= settings.group_expiry / 2 {
+            self.renew_memberships().await;
+        }
+        let stall = self.state.settings.realtime.idle_timeout;
+        let ping = self.ws.ping(b"");
+        guarded(ping, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+    }
+
+    async fn renew_memberships(&mut self) {
+        self.renewed = Instant::now();
+        let layer = &self.state.layer;
+        let mut groups: Vec<GroupName> = self
+            .subscriptions
+            .iter()
+            .filter_map(|id| GroupName::new(&post_group(*id)).ok())
+            .collect();
+        if self.in_feed {
+            groups.push(self.feed.clone());
+        }
+        for group in groups {
+            if let Err(err) = layer.group_add(&group, self.receiver.name()).await {
+                tracing::warn!(error = %err, group = %group, "could not renew membership");
+            }
+        }
+    }
+
+    async fn on_client_message(&mut self, message: AggregatedMessage) -> Result<(), Exit> {
+        match message {
+            AggregatedMessage::Text(text) => {
+                if !self.bucket.take() {
+                    self.strikes += 1;
+                    if self.strikes > MAX_STRIKES {
+                        return Err(Exit::close(CloseCode::Policy, "message rate limit exceeded"));
+                    }
+                    return self.send_error("Too many messages; slow down.").await;
+                }
+                self.on_action(&text).await
+            }
+            AggregatedMessage::Binary(_) => {
+                Err(Exit::close(CloseCode::Unsupported, "binary frames are not supported; send JSON text"))
+            }
+            AggregatedMessage::Ping(payload) => {
+                let stall = self.state.settings.realtime.idle_timeout;
+                let pong = self.ws.pong(&payload);
+                guarded(pong, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+            }
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(reason) => {
+                let code = reason.map_or(CloseCode::Normal, |r| r.code);
+                Err(Exit::close(code, ""))
+            }
+        }
+    }
+
+    async fn on_action(&mut self, text: &str) -> Result<(), Exit> {
+        let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
+            return self.send_error("Messages must be JSON objects such as {\"action\": \"ping\"}.").await;
+        };
+        let group = message.get("group").and_then(Value::as_str);
+        match message.get("action").and_then(Value::as_str) {
+            Some("ping") => self.send_json(json!({"event": "pong"})).await,
+            Some("subscribe") => match group {
+                Some(group) => self.subscribe(group).await,
+                None => self.send_error("subscribe needs a \"group\", e.g. \"post.42\".").await,
+            },
+            Some("unsubscribe") => match group {
+                Some(group) => self.unsubscribe(group).await,
+                None => self.send_error("unsubscribe needs a \"group\".").await,
+            },
+            Some(other) => {
+                let other: String = other.chars().take(50).collect();
+                self.send_error(&format!(
+                    "Unknown action {other:?}; use ping, subscribe or unsubscribe."
+                ))
+                .await
+            }
+            None => self.send_error("Missing \"action\" (ping, subscribe or unsubscribe).").await,
+        }
+    }
+
+    async fn subscribe(&mut self, group: &str) -> Result<(), Exit> {
+        if group == BLOG_FEED_GROUP {
+            if !self.in_feed {
+                if let Err(err) = self.state.layer.group_add(&self.feed, self.receiver.name()).await {
+                    tracing::warn!(error = %err, "could not rejoin the feed");
+                    return self.send_error("The feed is temporarily unavailable; retry.").await;
+                }
+                self.in_feed = true;
+                self.state.realtime.nudge_presence();
+                if let Some(last) = self.last_seq {
+                    self.catch_up(last, None).await?;
+                }
+            }
+            return self.send_json(json!({"event": "subscribed", "group": group})).await;
+        }
+        let Some(id) = parse_post_group(group) else {
+            return self.send_error(&format!("Unknown group {:?}; use blog_feed or post.<id>.", truncate(group))).await;
+        };
+        if !self.subscriptions.contains(&id) {
+            if self.subscriptions.len() >= self.state.settings.realtime.max_subscriptions {
+                return self.send_error("Too many subscriptions on this connection.").await;
+            }
+            let viewer = self.viewer;
+            let visible = self
+                .state
+                .db
+                .read(move |conn| PostRepository::find_visible_to(conn, &viewer, id))
+                .await;
+            match visible {
+                Ok(Some(_)) => {}
+                Ok(None) => return self.send_error(&format!("Post {} not found.", id.0)).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "subscription check failed");
+                    return self.send_error("Could not subscribe right now; retry.").await;
+                }
+            }
+            let joined = match GroupName::new(group) {
+                Ok(name) => self.state.layer.group_add(&name, self.receiver.name()).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = joined {
+                tracing::warn!(error = %err, "could not join a post group");
+                return self.send_error("Could not subscribe right now; retry.").await;
+            }
+            self.subscriptions.insert(id);
+        }
+        self.send_json(json!({"event": "subscribed", "group": group})).await
+    }
+
+    async fn unsubscribe(&mut self, group: &str) -> Result<(), Exit> {
+        if group == BLOG_FEED_GROUP {
+            if self.in_feed {
+                let _ = self.state.layer.group_discard(&self.feed, self.receiver.name()).await;
+                self.in_feed = false;
+                self.state.realtime.nudge_presence();
+            }
+        } else if let Some(id) = parse_post_group(group) {
+            if self.subscriptions.remove(&id) {
+                if let Ok(name) = GroupName::new(group) {
+                    let _ = self.state.layer.group_discard(&name, self.receiver.name()).await;
+                }
+            }
+        } else {
+            return self.send_error(&format!("Unknown group {:?}.", truncate(group))).await;
+        }
+        self.send_json(json!({"event": "unsubscribed", "group": group})).await
+    }
+
+    async fn on_layer_message(&mut self, message: Result<Bytes, RecvError>) -> Result<(), Exit> {
+        match message {
+            Ok(bytes) => match FeedEnvelope::decode(&bytes) {
+                Ok(envelope) => self.on_envelope(envelope).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "ignoring a malformed feed message");
+                    Ok(())
+                }
+            },
+            Err(RecvError::Lagged) => Err(lagged_exit(self.last_seq)),
+            Err(RecvError::Interrupted) => match self.last_seq {
+                Some(last) => self.catch_up(last, None).await,
+                None => self.send_json(json!({"event": "resync_required"})).await,
+            },
+            Err(RecvError::Closed) => Err(Exit::shutdown()),
+        }
+    }
+
+    async fn on_envelope(&mut self, envelope: FeedEnvelope) -> Result<(), Exit> {
+        if let Some(last) = self.last_seq {
+            if envelope.seq <= last {
+                return Ok(());
+            }
+            if self.in_feed && envelope.prev_seq > last {
+                // Something was published that never reached us: fetch it before going on.
+                self.catch_up(last, Some(envelope.seq)).await?;
+            }
+        }
+        self.last_seq = Some(envelope.seq);
+        if !self.follows(envelope.post_id) {
+            return Ok(());
+        }
+        match envelope.frame_for(&self.viewer) {
+            Some(frame) => self.send_frame(frame.clone()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the retained events after `after` (and before `before`), as this viewer sees them.
+    async fn catch_up(&mut self, after: Seq, before: Option<Seq>) -> Result<(), Exit> {
+        let mut from = after;
+        loop {
+            let until = before.unwrap_or(Seq(i64::MAX));
+            let events: Vec<StoredEvent> = self
+                .state
+                .db
+                .read(move |conn| OutboxRepository::list_between(conn, from, until, REPLAY_BATCH))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "catch-up failed");
+                    Exit::close(CloseCode::Again, "history temporarily unavailable; resume with since")
+                })?;
+            let done = (events.len() as i64) < REPLAY_BATCH;
+            for event in &events {
+                from = event.seq;
+                if self.follows(event.change.post_id) {
+                    let audience = self.viewer.audience_for(event.change.author_id);
+                    if let Some(feed_event) = event.feed_event(audience) {
+                        let text = serde_json::to_string(&feed_event)
+                            .map_err(|e| Exit::close(CloseCode::Error, e.to_string()))?;
+                        self.send_text(text.into()).await?;
+                    }
+                }
+                self.last_seq = Some(event.seq);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn follows(&self, post: PostId) -> bool {
+        self.in_feed || self.subscriptions.contains(&post)
+    }
+
+    async fn send_presence(&mut self) -> Result<(), Exit> {
+        if !self.in_feed {
+            return Ok(());
+        }
+        let count = *self.presence.borrow_and_update();
+        self.send_json(json!({"event": "presence", "group": BLOG_FEED_GROUP, "count": count})).await
+    }
+
+    async fn send_error(&mut self, detail: &str) -> Result<(), Exit> {
+        self.send_json(json!({"event": "error", "detail": detail})).await
+    }
+
+    async fn send_json(&mut self, value: Value) -> Result<(), Exit> {
+        self.send_text(value.to_string().into()).await
+    }
+
+    async fn send_frame(&mut self, frame: Bytes) -> Result<(), Exit> {
+        match ByteString::try_from(frame) {
+            Ok(text) => self.send_text(text).await,
+            Err(_) => {
+                tracing::error!("feed frame is not UTF-8; skipped");
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_text(&mut self, text: ByteString) -> Result<(), Exit> {
+        let stall = self.state.settings.realtime.idle_timeout;
+        let send = self.ws.text(text);
+        guarded(send, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+    }
+}
+
+/// The close for a stream whose buffer overflowed.
+fn lagged_exit(last_seq: Option<Seq>) -> Exit {
+    let resume = last_seq.map_or_else(String::new, |s| format!("?since={}", s.0));
+    Exit::close(CloseCode::Again, format!("too slow: events were dropped; reconnect with {resume}"))
+}
+
+/// Waits for a write to be queued, but not past the point where the client has already lost:
+/// overflow of its event buffer, shutdown, or a write stalled for `stall`.
+async fn guarded(
+    write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+    receiver: &ChannelReceiver,
+    shutdown: &mut watch::Receiver<bool>,
+    last_seq: Option<Seq>,
+    stall: Duration,
+) -> Result<(), Exit> {
+    tokio::select! {
+        written = write => written.map_err(|_| Exit::Gone),
+        _ = receiver.lagged() => Err(lagged_exit(last_seq)),
+        _ = shutdown.changed() => Err(Exit::shutdown()),
+        _ = tokio::time::sleep(stall) => Err(Exit::close(CloseCode::Policy, "write stalled")),
+    }
+}
+
+fn parse_post_group(group: &str) -> Option<PostId> {
+    group.strip_prefix("post.")?.parse::<i64>().ok().filter(|id| *id > 0).map(PostId)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// A token bucket: `rate` messages per second, bursts of up to `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst, tokens: burst, at: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_groups_parse_positive_ids_only() {
+        assert_eq!(parse_post_group("post.42"), Some(PostId(42)));
+        assert_eq!(parse_post_group("post.0"), None);
+        assert_eq!(parse_post_group("post.x"), None);
+        assert_eq!(parse_post_group("posts.1"), None);
+    }
+
+    #[test]
+    fn token_bucket_allows_bursts_then_throttles() {
+        let mut bucket = TokenBucket::new(1.0, 3.0);
+        assert!(bucket.take() && bucket.take() && bucket.take());
+        assert!(!bucket.take());
+    }
+}

@@ -1,0 +1,160 @@
+//! The typed configuration of one server instance. Read once at startup by the binary (from
+//! flags and environment) and passed down; nothing in the library reads the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use newspaper_persistence::DatabaseUrl;
+
+/// Which channel layer carries real-time events between sessions (and instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelLayerSetting {
+    /// In this process only: one instance, nothing to run.
+    Memory,
+    /// Shared through Redis at this URL: several instances behind one address.
+    Redis(String),
+}
+
+impl ChannelLayerSetting {
+    /// `memory` or a `redis://` / `rediss://` URL.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.eq_ignore_ascii_case("memory") {
+            Ok(Self::Memory)
+        } else if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+            Ok(Self::Redis(raw.to_owned()))
+        } else {
+            Err(format!("unsupported channel layer `{raw}` (use `memory` or redis://...)"))
+        }
+    }
+}
+
+/// Tunables of the WebSocket feed.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Messages buffered per connection before it is declared lagging and closed (1013).
+    pub channel_capacity: usize,
+    /// How long a group membership lasts without renewal (sessions renew their own).
+    pub group_expiry: Duration,
+    /// Keep events at least this long for `?since=` replay...
+    pub history_retention: Duration,
+    /// ...or at least this many of the newest, whichever keeps more.
+    pub history_min_events: i64,
+    /// How often the server pings each client.
+    pub heartbeat_interval: Duration,
+    /// A client silent for this long is disconnected.
+    pub idle_timeout: Duration,
+    /// Largest incoming frame or message; bigger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Most `post.<id>` groups one connection may follow.
+    pub max_subscriptions: usize,
+    /// Client messages allowed per second (bursts of twice this are tolerated).
+    pub client_messages_per_second: u32,
+    /// Presence updates are sent at most once per this interval.
+    pub presence_interval: Duration,
+    /// How often the dispatcher looks for committed events nobody told it about (other
+    /// instances' writes, a missed wake-up).
+    pub dispatch_poll_interval: Duration,
+    /// How long the publishing lease lasts when several instances share the outbox.
+    pub dispatch_lease: Duration,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 100,
+            group_expiry: Duration::from_secs(86_400),
+            history_retention: Duration::from_secs(24 * 3600),
+            history_min_events: 100_000,
+            heartbeat_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            max_message_bytes: 64 * 1024,
+            max_subscriptions: 100,
+            client_messages_per_second: 20,
+            presence_interval: Duration::from_millis(250),
+            dispatch_poll_interval: Duration::from_millis(500),
+            dispatch_lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything one instance needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// The database (SQLite file by default, or PostgreSQL).
+    pub database_url: DatabaseUrl,
+    /// Connections in the pool; `None` picks a size for the backend.
+    pub database_pool_size: Option<u32>,
+    /// The channel layer.
+    pub channel_layer: ChannelLayerSetting,
+    /// HS256 signing key for JWTs and reset tokens. Required unless `debug`.
+    pub secret_key: Option<String>,
+    /// Development mode: generated secret if none, reset tokens in responses, localhost
+    /// origins allowed.
+    pub debug: bool,
+    /// Origins allowed to open WebSockets, besides the server's own host. `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Lifetime of access tokens.
+    pub access_token_lifetime: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_lifetime: Duration,
+    /// Lifetime of password reset tokens.
+    pub password_reset_lifetime: Duration,
+    /// bcrypt cost; 12 in production, as low as 4 in tests.
+    pub bcrypt_cost: u32,
+    /// Attempts per client address per minute on login, registration and password reset.
+    pub auth_rate_limit_per_minute: u32,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; `None` uses one per core.
+    pub workers: Option<usize>,
+    /// Connections each worker accepts at most.
+    pub max_connections_per_worker: usize,
+    /// Name of this instance in leases and logs; random when `None`.
+    pub instance_id: Option<String>,
+    /// WebSocket tunables.
+    pub realtime: RealtimeSettings,
+}
+
+impl Settings {
+    /// Development defaults: localhost:8000, `newspaper.db`, in-memory layer.
+    pub fn new(database_url: DatabaseUrl) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            database_url,
+            database_pool_size: None,
+            channel_layer: ChannelLayerSetting::Memory,
+            secret_key: None,
+            debug: false,
+            allowed_origins: Vec::new(),
+            access_token_lifetime: Duration::from_secs(5 * 60),
+            refresh_token_lifetime: Duration::from_secs(24 * 3600),
+            password_reset_lifetime: Duration::from_secs(3600),
+            bcrypt_cost: bcrypt::DEFAULT_COST,
+            auth_rate_limit_per_minute: 30,
+            max_body_bytes: 1024 * 1024,
+            workers: None,
+            max_connections_per_worker: 100_000,
+            instance_id: None,
+            realtime: RealtimeSettings::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_layer_setting_accepts_memory_and_redis_only() {
+        assert_eq!(ChannelLayerSetting::parse("memory"), Ok(ChannelLayerSetting::Memory));
+        assert_eq!(ChannelLayerSetting::parse(""), Ok(ChannelLayerSetting::Memory));
+        assert_eq!(
+            ChannelLayerSetting::parse("redis://127.0.0.1:6379/0"),
+            Ok(ChannelLayerSetting::Redis("redis://127.0.0.1:6379/0".into()))
+        );
+        assert!(ChannelLayerSetting::parse("amqp://x").is_err());
+    }
+}
