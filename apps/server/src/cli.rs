@@ -121,8 +121,12 @@ impl Config {
         settings.channel_layer = ChannelLayerSetting::parse(&self.channel_layer)?;
         settings.secret_key = self.secret_key.clone().filter(|s| !s.is_empty());
         settings.debug = self.debug;
-        settings.allowed_origins =
-            self.allowed_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+        settings.allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         settings.access_token_lifetime = self.access_token_lifetime;
         settings.refresh_token_lifetime = self.refresh_token_lifetime;
         settings.bcrypt_cost = self.bcrypt_cost;
@@ -169,15 +173,38 @@ mod tests {
     #[test]
     fn settings_refuse_a_missing_secret_outside_debug() {
         let cli = Cli::try_parse_from(["newspaper", "--database-url", "x.db"]).unwrap();
-        if std::env::var_os("NEWSPAPER_SECRET_KEY").is_none() && std::env::var_os("NEWSPAPER_DEBUG").is_none() {
+        if std::env::var_os("NEWSPAPER_SECRET_KEY").is_none()
+            && std::env::var_os("NEWSPAPER_DEBUG").is_none()
+        {
             assert!(cli.config.settings().is_err());
         }
-        let cli = Cli::try_parse_from(["newspaper", "--debug", "--database-url", "mysql://x"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["newspaper", "--debug", "--database-url", "mysql://x"]).unwrap();
         assert!(cli.config.settings().unwrap_err().contains("unsupported database scheme"));
-        let cli = Cli::try_parse_from(["newspaper", "--secret-key", "k", "--channel-layer", "redis://127.0.0.1:6379"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "newspaper",
+            "--secret-key",
+            "k",
+            "--channel-layer",
+            "redis://127.0.0.1:6379",
+        ])
+        .unwrap();
         let settings = cli.config.settings().unwrap();
-        assert_eq!(settings.channel_layer, ChannelLayerSetting::Redis("redis://127.0.0.1:6379".into()));
-        let cli = Cli::try_parse_from(["newspaper", "--debug", "create-user", "--email", "a@b.co", "--password", "pw", "--staff"]).unwrap();
+        assert_eq!(
+            settings.channel_layer,
+            ChannelLayerSetting::Redis("redis://127.0.0.1:6379".into())
+        );
+        let cli = Cli::try_parse_from([
+            "newspaper",
+            "--debug",
+            "create-user",
+            "--email",
+            "a@b.co",
+            "--password",
+            "pw",
+            "--staff",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, Some(Command::CreateUser { staff: true, .. })));
     }
 }

@@ -17,7 +17,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     let settings = match cli.config.settings() {
         Ok(settings) => settings,
         Err(problem) => {
@@ -115,11 +120,19 @@ fn create_user(
     db.run_migrations().map_err(|e| e.to_string())?;
     let user = db
         .write_blocking(|conn| {
-            let new = NewUser { email: &email, username: &username, password_hash: &hash, is_staff: staff, date_joined: now() };
+            let new = NewUser {
+                email: &email,
+                username: &username,
+                password_hash: &hash,
+                is_staff: staff,
+                date_joined: now(),
+            };
             UserRepository::create(conn, &new)
         })
         .map_err(|e| match e {
-            newspaper_persistence::PersistenceError::Conflict { .. } => format!("a user with email {email} already exists"),
+            newspaper_persistence::PersistenceError::Conflict { .. } => {
+                format!("a user with email {email} already exists")
+            }
             other => other.to_string(),
         })?;
     println!("created user {} <{}>{}", user.id, user.email, if staff { " (staff)" } else { "" });

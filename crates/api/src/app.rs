@@ -51,30 +51,55 @@ const ITEM: &str = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS";
 /// `Allow`) for other methods and a bare 200 for OPTIONS.
 fn resource(path: &str, allow: &'static str) -> Resource {
     let bare = path.trim_end_matches('/').to_owned();
-    web::resource(vec![path.to_owned(), bare]).default_service(web::to(move |req: HttpRequest| async move {
-        if req.method() == actix_web::http::Method::OPTIONS {
-            return Ok(HttpResponse::Ok().insert_header((actix_web::http::header::ALLOW, allow)).finish());
-        }
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { method: req.method().to_string(), allow })
-    }))
+    web::resource(vec![path.to_owned(), bare]).default_service(web::to(
+        move |req: HttpRequest| async move {
+            if req.method() == actix_web::http::Method::OPTIONS {
+                return Ok(HttpResponse::Ok()
+                    .insert_header((actix_web::http::header::ALLOW, allow))
+                    .finish());
+            }
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allow,
+            })
+        },
+    ))
 }
 
 /// Registers every route of the service. Mount it in your own actix app with the state
 /// (`.app_data(web::Data<AppState>)`) and, ideally, the same middleware [`Application`] uses.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
-        .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()),
+        )
         .service(resource("/api/auth/register/", POST).route(web::post().to(auth::register)))
         .service(resource("/api/auth/token/", POST).route(web::post().to(auth::obtain_token)))
-        .service(resource("/api/auth/token/refresh/", POST).route(web::post().to(auth::refresh_token)))
-        .service(resource("/api/auth/token/verify/", POST).route(web::post().to(auth::verify_token)))
-        .service(resource("/api/auth/logout/", POST).route(web::post().to(auth::logout)))
-        .service(resource("/api/auth/me/", GET).route(web::get().to(auth::me)).route(web::head().to(auth::me)))
-        .service(resource("/api/auth/password-reset/", POST).route(web::post().to(auth::request_password_reset)))
         .service(
-            resource("/api/auth/password-reset/confirm/", POST).route(web::post().to(auth::confirm_password_reset)),
+            resource("/api/auth/token/refresh/", POST).route(web::post().to(auth::refresh_token)),
         )
-        .service(resource("/api/auth/password/change/", POST).route(web::post().to(auth::change_password)))
+        .service(
+            resource("/api/auth/token/verify/", POST).route(web::post().to(auth::verify_token)),
+        )
+        .service(resource("/api/auth/logout/", POST).route(web::post().to(auth::logout)))
+        .service(
+            resource("/api/auth/me/", GET)
+                .route(web::get().to(auth::me))
+                .route(web::head().to(auth::me)),
+        )
+        .service(
+            resource("/api/auth/password-reset/", POST)
+                .route(web::post().to(auth::request_password_reset)),
+        )
+        .service(
+            resource("/api/auth/password-reset/confirm/", POST)
+                .route(web::post().to(auth::confirm_password_reset)),
+        )
+        .service(
+            resource("/api/auth/password/change/", POST)
+                .route(web::post().to(auth::change_password)),
+        )
         .service(
             resource("/api/posts/", GET_POST)
                 .route(web::get().to(posts::list_posts))
@@ -95,7 +120,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(realtime::realtime_stats)),
         )
         .service(
-            resource("/api/schema/", GET).route(web::get().to(openapi::schema)).route(web::head().to(openapi::schema)),
+            resource("/api/schema/", GET)
+                .route(web::get().to(openapi::schema))
+                .route(web::head().to(openapi::schema)),
         )
         .service(
             web::resource(["/api/docs", "/api/docs/{tail:.*}"])
@@ -103,7 +130,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(openapi::docs)),
         )
         .service(resource("/ws/blog/", "GET").route(web::get().to(realtime::blog_feed_socket)))
-        .service(resource("/", GET).route(web::get().to(crate::pages::index)).route(web::head().to(crate::pages::index)));
+        .service(
+            resource("/", GET)
+                .route(web::get().to(crate::pages::index))
+                .route(web::head().to(crate::pages::index)),
+        );
 }
 
 /// The answer for every path no route claims: a JSON 404.
@@ -155,7 +186,9 @@ impl Application {
         let secret = match (&settings.secret_key, settings.debug) {
             (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
             (_, true) => {
-                tracing::warn!("no NEWSPAPER_SECRET_KEY set: using a random key (debug mode); tokens will not survive a restart");
+                tracing::warn!(
+                    "no NEWSPAPER_SECRET_KEY set: using a random key (debug mode); tokens will not survive a restart"
+                );
                 crate::auth_random_id().into_bytes()
             }
             (_, false) => return Err(StartupError::MissingSecret),
@@ -183,9 +216,13 @@ impl Application {
             group_expiry: settings.realtime.group_expiry,
         };
         let (layer, mode): (Arc<dyn ChannelLayer>, DispatchMode) = match &settings.channel_layer {
-            ChannelLayerSetting::Memory => (Arc::new(InMemoryChannelLayer::new(layer_config)), DispatchMode::Exclusive),
+            ChannelLayerSetting::Memory => {
+                (Arc::new(InMemoryChannelLayer::new(layer_config)), DispatchMode::Exclusive)
+            }
             ChannelLayerSetting::Redis(url) => {
-                return Err(StartupError::ChannelLayer(format!("the Redis layer ({url}) is not available in this build")));
+                return Err(StartupError::ChannelLayer(format!(
+                    "the Redis layer ({url}) is not available in this build"
+                )));
             }
         };
         let shared = mode != DispatchMode::Exclusive;
@@ -231,10 +268,15 @@ impl Application {
         }
         let server = server.run();
 
-        let dispatcher = Dispatcher::new(db, layer.clone(), realtime.clone(), mode, settings.realtime.clone());
+        let dispatcher =
+            Dispatcher::new(db, layer.clone(), realtime.clone(), mode, settings.realtime.clone());
         let tasks = vec![
             tokio::spawn(dispatcher.run()),
-            tokio::spawn(realtime::run_presence(layer.clone(), realtime.clone(), settings.realtime.presence_interval)),
+            tokio::spawn(realtime::run_presence(
+                layer.clone(),
+                realtime.clone(),
+                settings.realtime.presence_interval,
+            )),
             tokio::spawn(realtime::forward_remote_wakes(layer.clone(), realtime.clone())),
         ];
         tracing::info!(%instance, address = %settings.bind.ip(), port, "listening");

@@ -176,7 +176,14 @@ mod tests {
         let (status, body, head) = body_of(ApiError::Unauthorized("nope".into())).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body, serde_json::json!({"detail": "nope"}));
-        assert!(head.headers().get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap().starts_with("Bearer"));
+        assert!(
+            head.headers()
+                .get(header::WWW_AUTHENTICATE)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
     }
 
     #[actix_web::test]

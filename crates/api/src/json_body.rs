@@ -84,7 +84,9 @@ impl JsonObject {
 fn check_content_type(value: Option<&header::HeaderValue>) -> Result<(), ApiError> {
     let raw = value.and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(raw.to_owned()))

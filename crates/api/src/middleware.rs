@@ -51,7 +51,11 @@ pub async fn catch_panics(
     }
 }
 
-fn panicked(method: &actix_web::http::Method, path: &str, panic: &(dyn std::any::Any + Send)) -> actix_web::Error {
+fn panicked(
+    method: &actix_web::http::Method,
+    path: &str,
+    panic: &(dyn std::any::Any + Send),
+) -> actix_web::Error {
     let message = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -76,13 +80,16 @@ pub fn json_error_body<B: MessageBody + 'static>(
     let status = res.status();
     let detail = status.canonical_reason().unwrap_or("Error").to_owned();
     let (req, old) = res.into_parts();
-    let mut response = actix_web::HttpResponse::build(status).json(ErrorDetail { detail: format!("{detail}.") });
+    let mut response =
+        actix_web::HttpResponse::build(status).json(ErrorDetail { detail: format!("{detail}.") });
     for (name, value) in old.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             response.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
 }
 
@@ -98,19 +105,31 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .wrap(from_fn(catch_panics))
-                .route("/boom", web::get().to(|| async {
-                    #[allow(clippy::panic)]
-                    if true { panic!("kaboom") }
-                    HttpResponse::Ok().finish()
-                }))
+                .route(
+                    "/boom",
+                    web::get().to(|| async {
+                        #[allow(clippy::panic)]
+                        if true {
+                            panic!("kaboom")
+                        }
+                        HttpResponse::Ok().finish()
+                    }),
+                )
                 .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("ok") })),
         )
         .await;
-        let res = test::call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
+        // The server turns the returned error into this response, after logging it.
+        let err = test::try_call_service(&app, test::TestRequest::get().uri("/boom").to_request())
+            .await
+            .err()
+            .expect("a panic becomes an error");
+        let res = err.error_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body: serde_json::Value = test::read_body_json(res).await;
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, serde_json::json!({"detail": "A server error occurred."}));
-        let res = test::call_service(&app, test::TestRequest::get().uri("/fine").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/fine").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
 
@@ -119,15 +138,25 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(json_error_body))
-                .route("/teapot", web::get().to(|| async { HttpResponse::ImATeapot().body("<h1>no</h1>") }))
-                .route("/json", web::get().to(|| async { HttpResponse::BadRequest().json(serde_json::json!({"a": ["b"]})) })),
+                .route(
+                    "/teapot",
+                    web::get().to(|| async { HttpResponse::ImATeapot().body("<h1>no</h1>") }),
+                )
+                .route(
+                    "/json",
+                    web::get().to(|| async {
+                        HttpResponse::BadRequest().json(serde_json::json!({"a": ["b"]}))
+                    }),
+                ),
         )
         .await;
-        let res = test::call_service(&app, test::TestRequest::get().uri("/teapot").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/teapot").to_request()).await;
         assert_eq!(res.status(), StatusCode::IM_A_TEAPOT);
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body, serde_json::json!({"detail": "I'm a teapot."}));
-        let res = test::call_service(&app, test::TestRequest::get().uri("/json").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/json").to_request()).await;
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body, serde_json::json!({"a": ["b"]}));
     }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -78,7 +78,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
               (status = 404, body = crate::error::ErrorDetail)))]
 pub async fn schema(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     match pairs.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
         None | Some("json" | "openapi-json") => Ok(HttpResponse::Ok()
             .content_type("application/vnd.oai.openapi+json; charset=utf-8")
@@ -102,9 +103,12 @@ fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
 }
 
 /// Swagger UI's files; `/api/docs` redirects to `/api/docs/`.
-pub async fn docs(req: HttpRequest, tail: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn docs(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
     if !req.path().ends_with('/') && tail.is_empty() {
-        return Ok(HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/api/docs/")).finish());
+        return Ok(HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, "/api/docs/"))
+            .finish());
     }
     match utoipa_swagger_ui::serve(&tail, swagger_config()) {
         Ok(Some(file)) => {

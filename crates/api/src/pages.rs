@@ -36,7 +36,10 @@ impl Pages {
     }
 
     fn render(&self, name: &str, context: &Context) -> Result<HttpResponse, ApiError> {
-        let html = self.tera.render(name, context).map_err(|e| ApiError::Internal(format!("rendering {name}: {e:?}")))?;
+        let html = self
+            .tera
+            .render(name, context)
+            .map_err(|e| ApiError::Internal(format!("rendering {name}: {e:?}")))?;
         Ok(HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             // Our pages load only our own scripts, styles and sockets.

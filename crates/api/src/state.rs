@@ -33,6 +33,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("db", &self.db).field("realtime", &self.realtime).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("db", &self.db)
+            .field("realtime", &self.realtime)
+            .finish_non_exhaustive()
     }
 }

@@ -188,19 +188,13 @@ mod tests {
     #[test]
     fn title_is_trimmed_and_bounded() {
         assert_eq!(PostTitle::parse("  Hi  ").unwrap().as_str(), "Hi");
-        assert_eq!(
-            PostTitle::parse(" \n").unwrap_err().0,
-            "This field may not be blank."
-        );
+        assert_eq!(PostTitle::parse(" \n").unwrap_err().0, "This field may not be blank.");
         assert!(PostTitle::parse(&"é".repeat(200)).is_ok());
         assert_eq!(
             PostTitle::parse(&"é".repeat(201)).unwrap_err().0,
             "Ensure this field has no more than 200 characters."
         );
-        assert_eq!(
-            PostTitle::parse("a\0b").unwrap_err().0,
-            "Null characters are not allowed."
-        );
+        assert_eq!(PostTitle::parse("a\0b").unwrap_err().0, "Null characters are not allowed.");
     }
 
     #[test]

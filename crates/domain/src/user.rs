@@ -149,13 +149,55 @@ impl fmt::Debug for Password {
 
 /// Passwords so common that an attacker tries them first (the head of Django's list).
 const COMMON_PASSWORDS: &[&str] = &[
-    "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwerty123",
-    "qwertyuiop", "iloveyou", "sunshine", "princess", "football", "baseball", "welcome1",
-    "letmein1", "passw0rd", "abc12345", "abcd1234", "11111111", "00000000", "1q2w3e4r",
-    "zaq12wsx", "trustno1", "superman", "starwars", "whatever", "michelle", "jennifer",
-    "computer", "corvette", "mercedes", "qwertyui", "asdfghjk", "zxcvbnm1", "dragon12",
-    "monkey12", "changeme", "internet", "liverpool", "chelsea1", "password!", "admin123",
-    "welcome123", "qwerty12", "987654321", "88888888", "55555555", "aaaaaaaa", "1qaz2wsx",
+    "password",
+    "password1",
+    "password123",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwerty123",
+    "qwertyuiop",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "welcome1",
+    "letmein1",
+    "passw0rd",
+    "abc12345",
+    "abcd1234",
+    "11111111",
+    "00000000",
+    "1q2w3e4r",
+    "zaq12wsx",
+    "trustno1",
+    "superman",
+    "starwars",
+    "whatever",
+    "michelle",
+    "jennifer",
+    "computer",
+    "corvette",
+    "mercedes",
+    "qwertyui",
+    "asdfghjk",
+    "zxcvbnm1",
+    "dragon12",
+    "monkey12",
+    "changeme",
+    "internet",
+    "liverpool",
+    "chelsea1",
+    "password!",
+    "admin123",
+    "welcome123",
+    "qwerty12",
+    "987654321",
+    "88888888",
+    "55555555",
+    "aaaaaaaa",
+    "1qaz2wsx",
 ];
 
 impl Password {
@@ -211,7 +253,15 @@ mod tests {
     #[test]
     fn email_is_normalised_and_checked() {
         assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["ann", "ann@", "@example.com", "ann@example", "a b@example.com", "ann@exa_mple.com", "ann@-x.com"] {
+        for bad in [
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@exa_mple.com",
+            "ann@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(Email::parse("").unwrap_err().0, "This field may not be blank.");

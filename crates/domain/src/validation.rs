@@ -49,10 +49,7 @@ impl ValidationErrors {
 
     /// Records a message against a field.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.fields
-            .entry(field.to_owned())
-            .or_default()
-            .push(message.into());
+        self.fields.entry(field.to_owned()).or_default().push(message.into());
     }
 
     /// Keeps the value of `result`, or records its error against `field`.
@@ -112,7 +109,10 @@ mod tests {
             serde_json::to_value(&errors).unwrap(),
             serde_json::json!({"status": ["Bad."], "title": ["This field is required.", "Another."]})
         );
-        assert_eq!(errors.to_string(), "status: Bad.; title: This field is required.; title: Another.");
+        assert_eq!(
+            errors.to_string(),
+            "status: Bad.; title: This field is required.; title: Another."
+        );
     }
 
     #[test]

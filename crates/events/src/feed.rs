@@ -126,7 +126,10 @@ impl FeedEnvelope {
             }
             let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             let start = offset + 4;
-            let end = start.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| malformed("truncated"))?;
+            let end = start
+                .checked_add(len)
+                .filter(|e| *e <= bytes.len())
+                .ok_or_else(|| malformed("truncated"))?;
             offset = end;
             Ok(bytes.slice(start..end))
         };
@@ -182,7 +185,9 @@ mod tests {
         assert!(env.frame_for(&Viewer::User { id: UserId(2), is_staff: false }).is_none());
         assert!(env.frame_for(&Viewer::User { id: UserId(2), is_staff: true }).is_some());
         let author = env.frame_for(&Viewer::User { id: UserId(1), is_staff: false }).unwrap();
-        assert!(std::str::from_utf8(author).unwrap().starts_with(r#"{"event":"post_created","id":3"#));
+        assert!(
+            std::str::from_utf8(author).unwrap().starts_with(r#"{"event":"post_created","id":3"#)
+        );
     }
 
     #[test]
@@ -197,7 +202,8 @@ mod tests {
             let back = FeedEnvelope::decode(&wire).unwrap();
             assert_eq!(back, env);
         }
-        let published = FeedEnvelope::from_event(&event(None, Some(PostStatus::Published)), Seq(0)).unwrap();
+        let published =
+            FeedEnvelope::from_event(&event(None, Some(PostStatus::Published)), Seq(0)).unwrap();
         let wire = published.encode();
         let json_len = published.public.as_ref().unwrap().len();
         assert_eq!(wire.len(), HEADER_LEN + 4 + json_len, "one copy of a shared rendering");
@@ -208,7 +214,8 @@ mod tests {
         for junk in [&b""[..], b"F", b"X\x01\x00aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
             assert!(FeedEnvelope::decode(&Bytes::copy_from_slice(junk)).is_err());
         }
-        let env = FeedEnvelope::from_event(&event(None, Some(PostStatus::Published)), Seq(0)).unwrap();
+        let env =
+            FeedEnvelope::from_event(&event(None, Some(PostStatus::Published)), Seq(0)).unwrap();
         let wire = env.encode();
         assert!(FeedEnvelope::decode(&wire.slice(..wire.len() - 1)).is_err());
         assert_eq!(post_group(PostId(42)), "post.42");

@@ -123,7 +123,8 @@ impl Hub {
             let entry = groups.entry(group.clone()).or_default();
             let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
             let first = members.is_empty();
-            members.insert(name.clone(), Member { channel: channel.clone(), renewed: Instant::now() });
+            members
+                .insert(name.clone(), Member { channel: channel.clone(), renewed: Instant::now() });
             first
         };
         channel.join(group);
@@ -203,13 +204,18 @@ impl Hub {
         let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
         members
             .values()
-            .filter(|m| m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry)
+            .filter(|m| {
+                m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry
+            })
             .count()
     }
 
     pub(crate) fn local_groups(&self) -> Vec<(GroupName, usize)> {
-        let names: Vec<GroupName> =
-            self.groups.iter().flat_map(|shard| lock(shard).keys().cloned().collect::<Vec<_>>()).collect();
+        let names: Vec<GroupName> = self
+            .groups
+            .iter()
+            .flat_map(|shard| lock(shard).keys().cloned().collect::<Vec<_>>())
+            .collect();
         names
             .into_iter()
             .map(|g| {
@@ -231,8 +237,11 @@ impl Hub {
     }
 
     pub(crate) fn close_all(&self) {
-        let all: Vec<Arc<ChannelShared>> =
-            self.channels.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
+        let all: Vec<Arc<ChannelShared>> = self
+            .channels
+            .iter()
+            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
+            .collect();
         for channel in all {
             channel.close();
             self.release(&channel);

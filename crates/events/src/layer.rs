@@ -60,8 +60,11 @@ pub trait ChannelLayer: Send + Sync + 'static {
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError>;
 
     /// Removes a channel from a group; removing a non-member is not an error.
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName)
-    -> Result<(), LayerError>;
+    async fn group_discard(
+        &self,
+        group: &GroupName,
+        channel: &ChannelName,
+    ) -> Result<(), LayerError>;
 
     /// Sends one message to every member of a group, on every process. Returns once the
     /// message is handed on (queued locally, published to the broker), never waiting for a

@@ -11,7 +11,9 @@ pub const MAX_NAME_LEN: usize = 99;
 fn valid(name: &str, extra: &[char]) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(&c))
+        && name.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(&c)
+        })
 }
 
 /// The name of a group, e.g. `blog_feed` or `post.42`.

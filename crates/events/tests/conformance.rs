@@ -1,5 +1,7 @@
 //! One conformance suite for every channel layer: each test runs against each implementation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +82,8 @@ async fn group_send_reaches_members_only<F: Factory>() {
     assert_eq!(recv(&mut m2).await, "hello");
     nothing_more(&mut outsider).await;
     assert_eq!(b.group_size(&feed).await.unwrap(), 2);
-    let local: Vec<_> = a.local_groups().into_iter().map(|(g, n)| (g.as_str().to_owned(), n)).collect();
+    let local: Vec<_> =
+        a.local_groups().into_iter().map(|(g, n)| (g.as_str().to_owned(), n)).collect();
     assert!(local.contains(&("blog_feed".to_owned(), if Arc::ptr_eq(&a, &b) { 2 } else { 1 })));
 }
 
@@ -154,7 +157,10 @@ async fn dropping_the_receiver_leaves_every_group<F: Factory>() {
 }
 
 async fn memberships_expire_unless_renewed<F: Factory>() {
-    let open = F::cluster(LayerConfig { group_expiry: Duration::from_millis(300), ..LayerConfig::default() });
+    let open = F::cluster(LayerConfig {
+        group_expiry: Duration::from_millis(300),
+        ..LayerConfig::default()
+    });
     let a = open();
     let g = group("expiring");
     let mut stale = a.new_channel().await.unwrap();

@@ -190,14 +190,17 @@ mod tests {
 
     #[test]
     fn urls_select_the_backend_by_scheme() {
-        assert_eq!(DatabaseUrl::parse("newspaper.db").unwrap(), DatabaseUrl::Sqlite("newspaper.db".into()));
-        assert_eq!(DatabaseUrl::parse("sqlite://x/y.db").unwrap(), DatabaseUrl::Sqlite("x/y.db".into()));
+        assert_eq!(
+            DatabaseUrl::parse("newspaper.db").unwrap(),
+            DatabaseUrl::Sqlite("newspaper.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x/y.db").unwrap(),
+            DatabaseUrl::Sqlite("x/y.db".into())
+        );
         assert_eq!(DatabaseUrl::parse("sqlite:y.db").unwrap(), DatabaseUrl::Sqlite("y.db".into()));
         assert!(DatabaseUrl::parse(":memory:").unwrap().is_in_memory());
-        assert_eq!(
-            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
-            Backend::Postgres
-        );
+        assert_eq!(DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(), Backend::Postgres);
         assert!(matches!(DatabaseUrl::parse("mysql://h/db"), Err(PersistenceError::InvalidUrl(_))));
         assert!(DatabaseUrl::parse("  ").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());

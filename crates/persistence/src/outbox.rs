@@ -209,9 +209,9 @@ impl OutboxRepository {
             Some(leader) => diesel::update(target.filter(outbox_state::leader.eq(leader)))
                 .set(outbox_state::published_seq.eq(through.0))
                 .execute(conn)?,
-            None => {
-                diesel::update(target).set(outbox_state::published_seq.eq(through.0)).execute(conn)?
-            }
+            None => diesel::update(target)
+                .set(outbox_state::published_seq.eq(through.0))
+                .execute(conn)?,
         };
         Ok(rows == 1 || leader.is_none())
     }
@@ -233,8 +233,7 @@ impl OutboxRepository {
         let doomed = post_events::table
             .filter(post_events::seq.le(bound))
             .filter(post_events::created_at.lt(older_than.naive_utc()));
-        let highest: Option<i64> =
-            doomed.select(diesel::dsl::max(post_events::seq)).first(conn)?;
+        let highest: Option<i64> = doomed.select(diesel::dsl::max(post_events::seq)).first(conn)?;
         let Some(highest) = highest else { return Ok(0) };
         let deleted = diesel::delete(
             post_events::table

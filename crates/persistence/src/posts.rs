@@ -274,10 +274,11 @@ impl PostRepository {
             if let Some(term) = query.search.as_deref().filter(|t| !t.is_empty()) {
                 let pattern = like_pattern(term);
                 q = q.filter(
-                    lower(posts::title)
-                        .like(pattern.clone())
-                        .escape('\\')
-                        .or(lower(posts::content).like(pattern).escape('\\')),
+                    lower(posts::title).like(pattern.clone()).escape('\\').or(lower(
+                        posts::content,
+                    )
+                    .like(pattern)
+                    .escape('\\')),
                 );
             }
             q
@@ -287,10 +288,18 @@ impl PostRepository {
         let mut page = filtered().select((PostRow::as_select(), users::username));
         for term in &query.ordering {
             page = match (term.field, term.descending) {
-                (PostOrderingField::CreatedAt, false) => page.then_order_by(posts::created_at.asc()),
-                (PostOrderingField::CreatedAt, true) => page.then_order_by(posts::created_at.desc()),
-                (PostOrderingField::UpdatedAt, false) => page.then_order_by(posts::updated_at.asc()),
-                (PostOrderingField::UpdatedAt, true) => page.then_order_by(posts::updated_at.desc()),
+                (PostOrderingField::CreatedAt, false) => {
+                    page.then_order_by(posts::created_at.asc())
+                }
+                (PostOrderingField::CreatedAt, true) => {
+                    page.then_order_by(posts::created_at.desc())
+                }
+                (PostOrderingField::UpdatedAt, false) => {
+                    page.then_order_by(posts::updated_at.asc())
+                }
+                (PostOrderingField::UpdatedAt, true) => {
+                    page.then_order_by(posts::updated_at.desc())
+                }
                 (PostOrderingField::Title, false) => page.then_order_by(posts::title.asc()),
                 (PostOrderingField::Title, true) => page.then_order_by(posts::title.desc()),
             };

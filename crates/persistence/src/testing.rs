@@ -45,10 +45,13 @@ impl TestDatabase {
     pub fn postgres_from_env() -> Option<Self> {
         match Self::postgres_server_url() {
             Some(server) => Some(
-                Self::postgres(&server).unwrap_or_else(|e| panic!("test database on {server}: {e}")),
+                Self::postgres(&server)
+                    .unwrap_or_else(|e| panic!("test database on {server}: {e}")),
             ),
             None => {
-                eprintln!("skipped: {POSTGRES_URL_VAR} is not set, so the PostgreSQL variant does not run");
+                eprintln!(
+                    "skipped: {POSTGRES_URL_VAR} is not set, so the PostgreSQL variant does not run"
+                );
                 None
             }
         }
@@ -94,8 +97,8 @@ impl Drop for TestDatabase {
         if let Some((server, name)) = self.postgres.take() {
             match PgConnection::establish(&server) {
                 Ok(mut admin) => {
-                    if let Err(e) =
-                        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    if let Err(e) = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     {
                         eprintln!("could not drop test database {name}: {e}");
                     }

@@ -40,7 +40,10 @@ impl RefreshTokenRepository {
     }
 
     /// Forgets entries whose token has expired anyway; returns how many.
-    pub fn prune_expired(conn: &mut DbConnection, now: Timestamp) -> Result<usize, PersistenceError> {
+    pub fn prune_expired(
+        conn: &mut DbConnection,
+        now: Timestamp,
+    ) -> Result<usize, PersistenceError> {
         Ok(diesel::delete(blacklist::table.filter(blacklist::expires_at.lt(now.naive_utc())))
             .execute(conn)?)
     }

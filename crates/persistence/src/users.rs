@@ -150,11 +150,10 @@ impl UserRepository {
         expected: &str,
         password_hash: &str,
     ) -> Result<bool, PersistenceError> {
-        let updated = diesel::update(
-            users::table.find(id.0).filter(users::password_hash.eq(expected)),
-        )
-        .set(users::password_hash.eq(password_hash))
-        .execute(conn)?;
+        let updated =
+            diesel::update(users::table.find(id.0).filter(users::password_hash.eq(expected)))
+                .set(users::password_hash.eq(password_hash))
+                .execute(conn)?;
         Ok(updated == 1)
     }
 
@@ -164,8 +163,9 @@ impl UserRepository {
         id: UserId,
         is_staff: bool,
     ) -> Result<(), PersistenceError> {
-        let updated =
-            diesel::update(users::table.find(id.0)).set(users::is_staff.eq(is_staff)).execute(conn)?;
+        let updated = diesel::update(users::table.find(id.0))
+            .set(users::is_staff.eq(is_staff))
+            .execute(conn)?;
         if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
     }
 

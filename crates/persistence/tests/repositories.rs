@@ -1,6 +1,8 @@
 //! Repository behaviour against real databases: SQLite always, PostgreSQL when
 //! NEWSPAPER_TEST_POSTGRES_URL is set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 
 use chrono::Duration;

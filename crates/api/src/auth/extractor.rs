@@ -136,7 +136,9 @@ mod tests {
 
     #[test]
     fn bearer_header_parsing() {
-        let req = |v: &str| TestRequest::default().insert_header((header::AUTHORIZATION, v)).to_http_request();
+        let req = |v: &str| {
+            TestRequest::default().insert_header((header::AUTHORIZATION, v)).to_http_request()
+        };
         assert_eq!(bearer_token(&req("Bearer abc")).unwrap(), Some("abc".into()));
         assert_eq!(bearer_token(&req("bearer abc")).unwrap(), Some("abc".into()));
         assert_eq!(bearer_token(&req("Basic dXNlcg==")).unwrap(), None);

@@ -6,18 +6,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use newspaper_domain::{Email, Password, User, UserId, Username, ValidationErrors, now};
-use newspaper_persistence::{
-    NewUser, PersistenceError, RefreshTokenRepository, UserRepository,
-};
+use newspaper_persistence::{NewUser, PersistenceError, RefreshTokenRepository, UserRepository};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extractor::{Authenticated, authenticate_as};
 use super::tokens::{TokenPair, TokenType};
+use crate::ApiError;
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
 use crate::state::AppState;
-use crate::ApiError;
 
 /// Body of `POST /api/auth/register/`.
 #[derive(ToSchema)]
@@ -126,7 +124,11 @@ fn client_ip(req: &HttpRequest) -> IpAddr {
     req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
-fn password_errors(field: &str, problems: Vec<newspaper_domain::FieldError>, errors: &mut ValidationErrors) {
+fn password_errors(
+    field: &str,
+    problems: Vec<newspaper_domain::FieldError>,
+    errors: &mut ValidationErrors,
+) {
     for problem in problems {
         errors.add(field, problem.0);
     }
@@ -149,7 +151,9 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     state.throttle.check(client_ip(&req), "register")?;
     let mut errors = ValidationErrors::new();
-    let email = body.required_str("email", &mut errors).and_then(|e| errors.check("email", Email::parse(e)));
+    let email = body
+        .required_str("email", &mut errors)
+        .and_then(|e| errors.check("email", Email::parse(e)));
     let username = match body.optional_str("username", &mut errors) {
         Some(raw) if !raw.trim().is_empty() => errors.check("username", Username::parse(raw)),
         _ => None,
@@ -184,7 +188,11 @@ pub async fn register(
                 date_joined: now(),
             };
             UserRepository::create(conn, &new).map_err(|err| match err {
-                PersistenceError::Conflict { constraint } if constraint == UserRepository::EMAIL_CONSTRAINT => email_taken(),
+                PersistenceError::Conflict { constraint }
+                    if constraint == UserRepository::EMAIL_CONSTRAINT =>
+                {
+                    email_taken()
+                }
                 other => other.into(),
             })
         })
@@ -219,10 +227,11 @@ pub async fn obtain_token(
     let hash = record.as_ref().map(|r| r.password_hash.clone());
     let matches = state.passwords.verify(password, hash).await?;
     match record {
-        Some(record) if matches && record.user.is_active => {
-            Ok(HttpResponse::Ok().json(state.tokens.issue_pair(record.user.id, &record.password_hash)?))
+        Some(record) if matches && record.user.is_active => Ok(HttpResponse::Ok()
+            .json(state.tokens.issue_pair(record.user.id, &record.password_hash)?)),
+        _ => {
+            Err(ApiError::Unauthorized("No active account found with the given credentials".into()))
         }
-        _ => Err(ApiError::Unauthorized("No active account found with the given credentials".into())),
     }
 }
 
@@ -294,7 +303,10 @@ pub async fn verify_token(
         (status = 205, description = "Logged out"),
         (status = 400, body = ValidationErrorBody),
         (status = 401, body = ErrorDetail)))]
-pub async fn logout(state: web::Data<AppState>, body: JsonObject) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
     let token = required_token(&body, "refresh")?;
     let (_, claims) = authenticate_as(&state, &token, &[TokenType::Refresh]).await?;
     consume_refresh(&state, &claims).await?;
@@ -308,7 +320,8 @@ pub async fn me(Authenticated(user): Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(user.user)
 }
 
-const RESET_SENT: &str = "If an account with this email exists, a password reset link has been sent.";
+const RESET_SENT: &str =
+    "If an account with this email exists, a password reset link has been sent.";
 
 fn encode_uid(id: UserId) -> String {
     URL_SAFE_NO_PAD.encode(id.0.to_string())
@@ -333,12 +346,15 @@ pub async fn request_password_reset(
 ) -> Result<HttpResponse, ApiError> {
     state.throttle.check(client_ip(&req), "password_reset")?;
     let mut errors = ValidationErrors::new();
-    let email = body.required_str("email", &mut errors).and_then(|e| errors.check("email", Email::parse(e)));
+    let email = body
+        .required_str("email", &mut errors)
+        .and_then(|e| errors.check("email", Email::parse(e)));
     let (Some(email), true) = (email, errors.is_empty()) else { return Err(errors.into()) };
     let record = state.db.read(move |conn| UserRepository::find_by_email(conn, &email)).await?;
     let mut response = PasswordResetResponse { detail: RESET_SENT.into(), uid: None, token: None };
     if let Some(record) = record.filter(|r| r.user.is_active) {
-        let (token, _) = state.tokens.issue(TokenType::PasswordReset, record.user.id, &record.password_hash)?;
+        let (token, _) =
+            state.tokens.issue(TokenType::PasswordReset, record.user.id, &record.password_hash)?;
         let uid = encode_uid(record.user.id);
         if state.settings.debug {
             tracing::info!(user = %record.user.id, %uid, %token, "password reset requested (debug: token in response)");
@@ -370,11 +386,16 @@ pub async fn confirm_password_reset(
     let uid = body.required_str("uid", &mut errors).map(str::to_owned);
     let token = body.required_str("token", &mut errors).map(str::to_owned);
     let new_password = body.required_str("new_password", &mut errors).map(str::to_owned);
-    let (Some(uid), Some(token), Some(new_password), true) = (uid, token, new_password, errors.is_empty()) else {
+    let (Some(uid), Some(token), Some(new_password), true) =
+        (uid, token, new_password, errors.is_empty())
+    else {
         return Err(errors.into());
     };
     let user_id = decode_uid(&uid).ok_or_else(|| ApiError::field("uid", "Invalid value."))?;
-    let claims = state.tokens.decode(&token, &[TokenType::PasswordReset]).map_err(|_| invalid_reset_token())?;
+    let claims = state
+        .tokens
+        .decode(&token, &[TokenType::PasswordReset])
+        .map_err(|_| invalid_reset_token())?;
     if claims.user_id != user_id.0 {
         return Err(invalid_reset_token());
     }
@@ -393,7 +414,9 @@ pub async fn confirm_password_reset(
     let old_hash = record.password_hash;
     let replaced = state
         .db
-        .write(move |conn| UserRepository::replace_password_hash(conn, user_id, &old_hash, &new_hash))
+        .write(move |conn| {
+            UserRepository::replace_password_hash(conn, user_id, &old_hash, &new_hash)
+        })
         .await?;
     if !replaced {
         return Err(invalid_reset_token());
@@ -417,9 +440,14 @@ pub async fn change_password(
     let mut errors = ValidationErrors::new();
     let old = body.required_str("old_password", &mut errors).map(str::to_owned);
     let new = body.required_str("new_password", &mut errors).map(str::to_owned);
-    let (Some(old), Some(new), true) = (old, new, errors.is_empty()) else { return Err(errors.into()) };
+    let (Some(old), Some(new), true) = (old, new, errors.is_empty()) else {
+        return Err(errors.into());
+    };
     let wrong_old = || {
-        ApiError::field("old_password", "Your old password was entered incorrectly. Please enter it again.")
+        ApiError::field(
+            "old_password",
+            "Your old password was entered incorrectly. Please enter it again.",
+        )
     };
     if !state.passwords.verify(old, Some(user.password_hash.clone())).await? {
         return Err(wrong_old());

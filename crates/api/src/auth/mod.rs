@@ -10,5 +10,5 @@ mod tokens;
 pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
 pub use passwords::PasswordHasher;
 pub use throttle::Throttle;
-pub use tokens::{Claims, TokenError, TokenPair, TokenService, TokenType};
 pub(crate) use tokens::random_id;
+pub use tokens::{Claims, TokenError, TokenPair, TokenService, TokenType};

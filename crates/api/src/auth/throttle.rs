@@ -10,11 +10,14 @@ use crate::ApiError;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Attempts by one client on one scope: when its window started and how many so far.
+type Windows = HashMap<(IpAddr, &'static str), (Instant, u32)>;
+
 /// Fixed one-minute windows per (client address, scope).
 #[derive(Debug)]
 pub struct Throttle {
     per_minute: u32,
-    windows: Mutex<HashMap<(IpAddr, &'static str), (Instant, u32)>>,
+    windows: Mutex<Windows>,
 }
 
 impl Throttle {
@@ -57,7 +60,9 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         assert!(throttle.check(a, "login").is_ok());
         assert!(throttle.check(a, "login").is_ok());
-        assert!(matches!(throttle.check(a, "login"), Err(ApiError::Throttled(s)) if (1..=60).contains(&s)));
+        assert!(
+            matches!(throttle.check(a, "login"), Err(ApiError::Throttled(s)) if (1..=60).contains(&s))
+        );
         assert!(throttle.check(a, "register").is_ok());
         assert!(throttle.check(b, "login").is_ok());
         assert!(Throttle::new(0).check(a, "login").is_ok());

@@ -88,7 +88,12 @@ impl std::fmt::Debug for TokenService {
 
 impl TokenService {
     /// A service signing with `secret`.
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration, reset_ttl: Duration) -> Self {
+    pub fn new(
+        secret: &[u8],
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        reset_ttl: Duration,
+    ) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -109,7 +114,12 @@ impl TokenService {
     }
 
     /// Signs a token of `kind` for `user`; returns it with its claims.
-    pub fn issue(&self, kind: TokenType, user: UserId, password_hash: &str) -> Result<(String, Claims), ApiError> {
+    pub fn issue(
+        &self,
+        kind: TokenType,
+        user: UserId,
+        password_hash: &str,
+    ) -> Result<(String, Claims), ApiError> {
         let ttl = match kind {
             TokenType::Access => self.access_ttl,
             TokenType::Refresh => self.refresh_ttl,
@@ -195,10 +205,16 @@ mod tests {
         parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
         assert_eq!(s.decode(&parts.join("."), &[TokenType::Access]), Err(TokenError::Invalid));
 
-        let other = TokenService::new(b"other", Duration::from_secs(60), Duration::from_secs(60), Duration::from_secs(60));
+        let other = TokenService::new(
+            b"other",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         assert_eq!(other.decode(&token, &[TokenType::Access]), Err(TokenError::Invalid));
 
-        let expired = TokenService::new(b"test secret", Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let expired =
+            TokenService::new(b"test secret", Duration::ZERO, Duration::ZERO, Duration::ZERO);
         let (old, _) = expired.issue(TokenType::Access, UserId(1), "h").unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(s.decode(&old, &[TokenType::Access]), Err(TokenError::Invalid));

@@ -8,16 +8,17 @@ use newspaper_persistence::{DbConnection, PostRepository};
 
 use super::input::{PostInput, PostWrite};
 use super::list::{ListPostsParams, ListRequest, PageNumber, PostPage};
-use crate::auth::{Authenticated, MaybeAuthenticated};
+use crate::ApiError;
 use crate::auth::handlers::ValidationErrorBody;
+use crate::auth::{Authenticated, MaybeAuthenticated};
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
 use crate::state::AppState;
-use crate::ApiError;
 
 /// The post `viewer` wants to change: 404 if they cannot see it, 403 if they may not change it.
 fn load_for_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Result<Post, ApiError> {
-    let post = PostRepository::find_visible_to(conn, viewer, id)?.ok_or_else(ApiError::not_found)?;
+    let post =
+        PostRepository::find_visible_to(conn, viewer, id)?.ok_or_else(ApiError::not_found)?;
     if viewer.can_modify(post.author.id) { Ok(post) } else { Err(ApiError::forbidden()) }
 }
 
@@ -49,12 +50,14 @@ pub async fn list_posts(
             let number = match plan.page {
                 PageNumber::Number(n) => n,
                 PageNumber::Last => {
-                    let only_count = newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
+                    let only_count =
+                        newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
                     let count = PostRepository::list_visible_to(conn, &viewer, &only_count)?.count;
                     count.div_ceil(plan.page_size).max(1)
                 }
             };
-            let page = PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
+            let page =
+                PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
             Ok::<_, ApiError>((number, page))
         })
         .await?;
@@ -82,7 +85,8 @@ pub async fn create_post(
         .into_new_post()
         .ok_or_else(|| ApiError::field("title", "This field is required."))?;
     let author = user.user.id;
-    let (post, _) = state.db.write(move |conn| PostRepository::create(conn, author, new, now())).await?;
+    let (post, _) =
+        state.db.write(move |conn| PostRepository::create(conn, author, new, now())).await?;
     state.realtime.committed();
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/posts/{}/", post.id)))
@@ -103,7 +107,8 @@ pub async fn retrieve_post(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let (viewer, id) = (auth.viewer(), PostId(id.into_inner()));
-    let post = state.db.read(move |conn| PostRepository::find_visible_to(conn, &viewer, id)).await?;
+    let post =
+        state.db.read(move |conn| PostRepository::find_visible_to(conn, &viewer, id)).await?;
     post.map(|p| HttpResponse::Ok().json(p)).ok_or_else(ApiError::not_found)
 }
 

@@ -89,7 +89,10 @@ mod tests {
                 "content": ["This field may not be null."]
             })
         );
-        assert_eq!(errors(json!({"title": 5}), true), json!({"title": ["Not a valid string (got number)."]}));
+        assert_eq!(
+            errors(json!({"title": 5}), true),
+            json!({"title": ["Not a valid string (got number)."]})
+        );
     }
 
     #[test]
@@ -100,12 +103,16 @@ mod tests {
         )
         .unwrap();
         let new = input.into_new_post().unwrap();
-        assert_eq!((new.title.as_str(), new.content.as_str(), new.status), ("T", "", PostStatus::Draft));
+        assert_eq!(
+            (new.title.as_str(), new.content.as_str(), new.status),
+            ("T", "", PostStatus::Draft)
+        );
     }
 
     #[test]
     fn partial_bodies_change_only_what_they_name() {
-        let changes = PostInput::parse(&body(json!({"status": "published"})), false).unwrap().into_changes();
+        let changes =
+            PostInput::parse(&body(json!({"status": "published"})), false).unwrap().into_changes();
         assert!(changes.title.is_none() && changes.content.is_none());
         assert_eq!(changes.status, Some(PostStatus::Published));
     }

@@ -96,7 +96,9 @@ impl ListRequest {
                 Err(_) => {
                     errors.add(
                         "status",
-                        format!("Select a valid choice. {raw} is not one of the available choices."),
+                        format!(
+                            "Select a valid choice. {raw} is not one of the available choices."
+                        ),
                     );
                     None
                 }
@@ -183,7 +185,10 @@ mod tests {
 
     #[test]
     fn parses_filters_and_falls_back_like_drf() {
-        let req = ListRequest::parse("page=2&page_size=500&status=draft&author=7&search=+hi+&ordering=-title,bogus").unwrap();
+        let req = ListRequest::parse(
+            "page=2&page_size=500&status=draft&author=7&search=+hi+&ordering=-title,bogus",
+        )
+        .unwrap();
         assert_eq!(req.page, PageNumber::Number(2));
         assert_eq!(req.page_size, 100);
         assert_eq!(req.query.status, Some(PostStatus::Draft));
@@ -218,12 +223,21 @@ mod tests {
         let base = "http://h:8000/api/posts/";
         let req = ListRequest::parse("search=a+b&page=2&page_size=1").unwrap();
         let page = req.paginate(base, 2, 3, posts(1)).unwrap();
-        assert_eq!(page.next.as_deref(), Some("http://h:8000/api/posts/?search=a+b&page=3&page_size=1"));
-        assert_eq!(page.previous.as_deref(), Some("http://h:8000/api/posts/?search=a+b&page_size=1"));
+        assert_eq!(
+            page.next.as_deref(),
+            Some("http://h:8000/api/posts/?search=a+b&page=3&page_size=1")
+        );
+        assert_eq!(
+            page.previous.as_deref(),
+            Some("http://h:8000/api/posts/?search=a+b&page_size=1")
+        );
         let first = ListRequest::parse("").unwrap().paginate(base, 1, 25, posts(10)).unwrap();
         assert_eq!(first.next.as_deref(), Some("http://h:8000/api/posts/?page=2"));
         assert_eq!(first.previous, None);
         assert!(ListRequest::parse("").unwrap().paginate(base, 1, 0, posts(0)).is_ok());
-        assert!(matches!(ListRequest::parse("").unwrap().paginate(base, 2, 10, posts(0)), Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            ListRequest::parse("").unwrap().paginate(base, 2, 10, posts(0)),
+            Err(ApiError::NotFound(_))
+        ));
     }
 }

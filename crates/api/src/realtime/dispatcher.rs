@@ -124,10 +124,8 @@ impl Dispatcher {
         }
         if let DispatchMode::Leased { instance } = &self.mode {
             let instance = instance.clone();
-            let released = self
-                .db
-                .write(move |conn| OutboxRepository::release_lease(conn, &instance))
-                .await;
+            let released =
+                self.db.write(move |conn| OutboxRepository::release_lease(conn, &instance)).await;
             if let Err(err) = released {
                 tracing::warn!(error = %err, "could not release the publishing lease");
             }
@@ -135,7 +133,10 @@ impl Dispatcher {
         tracing::debug!("dispatcher stopped");
     }
 
-    async fn join_wake_group(&self, group: &GroupName) -> Option<newspaper_events::ChannelReceiver> {
+    async fn join_wake_group(
+        &self,
+        group: &GroupName,
+    ) -> Option<newspaper_events::ChannelReceiver> {
         let rx = self.layer.new_channel().await.ok()?;
         self.layer.group_add(group, rx.name()).await.ok()?;
         Some(rx)
@@ -144,7 +145,8 @@ impl Dispatcher {
     /// One round: keep or take the lease, publish one batch, prune now and then.
     async fn round(&self, state: &mut State) -> Result<usize, ApiError> {
         if let DispatchMode::Leased { instance } = &self.mode {
-            let due = state.lease_renewed.is_none_or(|t| t.elapsed() >= self.settings.dispatch_lease / 3);
+            let due =
+                state.lease_renewed.is_none_or(|t| t.elapsed() >= self.settings.dispatch_lease / 3);
             if due {
                 let (who, ttl) = (instance.clone(), self.settings.dispatch_lease);
                 let holds = self
@@ -177,17 +179,20 @@ impl Dispatcher {
     async fn publish_batch(&self, state: &mut State) -> Result<usize, ApiError> {
         let after = match state.cursor {
             Some(seq) => seq,
-            None => self.db.read(|conn| OutboxRepository::state(conn)).await?.published,
+            None => self.db.read(OutboxRepository::state).await?.published,
         };
         state.cursor = Some(after);
-        let events = self.db.read(move |conn| OutboxRepository::list_after(conn, after, BATCH)).await?;
+        let events =
+            self.db.read(move |conn| OutboxRepository::list_after(conn, after, BATCH)).await?;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
         let feed = GroupName::new(BLOG_FEED_GROUP)?;
         let mut prev = after;
         for event in &events {
             let wire = FeedEnvelope::from_event(event, prev)?.encode();
             self.layer.group_send(&feed, wire.clone()).await?;
-            self.layer.group_send(&GroupName::new(&post_group(event.change.post_id))?, wire).await?;
+            self.layer
+                .group_send(&GroupName::new(&post_group(event.change.post_id))?, wire)
+                .await?;
             prev = event.seq;
             state.cursor = Some(prev);
         }
@@ -200,7 +205,9 @@ impl Dispatcher {
             .write(move |conn| OutboxRepository::mark_published(conn, last, leader.as_deref()))
             .await?;
         if !still_leader {
-            tracing::warn!("lost the publishing lease while publishing; another instance takes over");
+            tracing::warn!(
+                "lost the publishing lease while publishing; another instance takes over"
+            );
             state.leader = false;
             state.lease_renewed = None;
         }
@@ -208,7 +215,8 @@ impl Dispatcher {
     }
 
     async fn prune(&self) -> Result<(), ApiError> {
-        let retention = chrono::Duration::from_std(self.settings.history_retention).unwrap_or_default();
+        let retention =
+            chrono::Duration::from_std(self.settings.history_retention).unwrap_or_default();
         let keep = self.settings.history_min_events;
         let (events, tokens) = self
             .db

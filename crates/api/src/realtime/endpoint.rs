@@ -68,7 +68,8 @@ pub(crate) async fn blog_feed_socket(
     let (response, ws, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = settings.realtime.max_message_bytes;
-    let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
+    let stream =
+        stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
     actix_web::rt::spawn(session::run(state.into_inner(), params, ws, stream));
     Ok(response)
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, watch};
 
-pub use dispatcher::{DispatchMode, Dispatcher};
 pub(crate) use dispatcher::forward_remote_wakes;
+pub use dispatcher::{DispatchMode, Dispatcher};
 pub(crate) use endpoint::blog_feed_socket;
 pub use origin::origin_allowed;
 pub(crate) use presence::run_presence;

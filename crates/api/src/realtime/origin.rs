@@ -7,10 +7,18 @@ use url::Url;
 /// No `Origin` header (non-browser clients) is allowed. Otherwise the origin must be the
 /// server's own host (as the request's `Host` names it), be listed in `allowed` (or `allowed`
 /// holds `*`), or, in debug mode, be a `localhost` / `127.0.0.1` / `[::1]` origin.
-pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String], debug: bool) -> bool {
+pub fn origin_allowed(
+    origin: Option<&str>,
+    host: Option<&str>,
+    allowed: &[String],
+    debug: bool,
+) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if allowed.iter().any(|a| a == "*" || a.trim().trim_end_matches('/').eq_ignore_ascii_case(&origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim().trim_end_matches('/').eq_ignore_ascii_case(&origin))
+    {
         return true;
     }
     let Ok(parsed) = Url::parse(&origin) else { return false };
@@ -36,7 +44,12 @@ mod tests {
         assert!(origin_allowed(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000"), &[], false));
         let allowed = vec!["https://app.example".to_owned()];
         assert!(origin_allowed(Some("https://app.example/"), Some("api.example"), &allowed, false));
-        assert!(origin_allowed(Some("https://evil.example"), Some("api.example"), &["*".to_owned()], false));
+        assert!(origin_allowed(
+            Some("https://evil.example"),
+            Some("api.example"),
+            &["*".to_owned()],
+            false
+        ));
     }
 
     #[test]

@@ -13,7 +13,11 @@ use super::Realtime;
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs until shutdown, keeping [`Realtime::presence`] current.
-pub(crate) async fn run_presence(layer: Arc<dyn ChannelLayer>, realtime: Realtime, interval: Duration) {
+pub(crate) async fn run_presence(
+    layer: Arc<dyn ChannelLayer>,
+    realtime: Realtime,
+    interval: Duration,
+) {
     let Ok(feed) = GroupName::new(BLOG_FEED_GROUP) else { return };
     let mut shutdown = realtime.shutdown_signal();
     loop {

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
 use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::StreamExt;
@@ -95,8 +97,12 @@ impl Opening<'_> {
                 Ok(user) => user.viewer(),
                 Err(err) => {
                     let detail = err.to_string();
-                    let _ = self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
-                    return Err(Exit::close(CloseCode::Policy, format!("authentication failed: {detail}")));
+                    let _ =
+                        self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
+                    return Err(Exit::close(
+                        CloseCode::Policy,
+                        format!("authentication failed: {detail}"),
+                    ));
                 }
             },
         };
@@ -167,7 +173,12 @@ impl FeedSession {
         let (state, latest) = self
             .state
             .db
-            .read(|conn| Ok::<_, newspaper_persistence::PersistenceError>((OutboxRepository::state(conn)?, OutboxRepository::latest_seq(conn)?)))
+            .read(|conn| {
+                Ok::<_, newspaper_persistence::PersistenceError>((
+                    OutboxRepository::state(conn)?,
+                    OutboxRepository::latest_seq(conn)?,
+                ))
+            })
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "replay unavailable");
@@ -213,7 +224,10 @@ impl FeedSession {
         }
     }
 
-    async fn on_heartbeat(&mut self, settings: &crate::settings::RealtimeSettings) -> Result<(), Exit> {
+    async fn on_heartbeat(
+        &mut self,
+        settings: &crate::settings::RealtimeSettings,
+    ) -> Result<(), Exit> {
         if self.last_heard.elapsed() >= settings.idle_timeout {
             return Err(Exit::close(CloseCode::Normal, "idle timeout"));
         }
@@ -255,9 +269,10 @@ impl FeedSession {
                 }
                 self.on_action(&text).await
             }
-            AggregatedMessage::Binary(_) => {
-                Err(Exit::close(CloseCode::Unsupported, "binary frames are not supported; send JSON text"))
-            }
+            AggregatedMessage::Binary(_) => Err(Exit::close(
+                CloseCode::Unsupported,
+                "binary frames are not supported; send JSON text",
+            )),
             AggregatedMessage::Ping(payload) => {
                 let stall = self.state.settings.realtime.idle_timeout;
                 let pong = self.ws.pong(&payload);
@@ -273,7 +288,9 @@ impl FeedSession {
 
     async fn on_action(&mut self, text: &str) -> Result<(), Exit> {
         let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
-            return self.send_error("Messages must be JSON objects such as {\"action\": \"ping\"}.").await;
+            return self
+                .send_error("Messages must be JSON objects such as {\"action\": \"ping\"}.")
+                .await;
         };
         let group = message.get("group").and_then(Value::as_str);
         match message.get("action").and_then(Value::as_str) {
@@ -300,7 +317,8 @@ impl FeedSession {
     async fn subscribe(&mut self, group: &str) -> Result<(), Exit> {
         if group == BLOG_FEED_GROUP {
             if !self.in_feed {
-                if let Err(err) = self.state.layer.group_add(&self.feed, self.receiver.name()).await {
+                if let Err(err) = self.state.layer.group_add(&self.feed, self.receiver.name()).await
+                {
                     tracing::warn!(error = %err, "could not rejoin the feed");
                     return self.send_error("The feed is temporarily unavailable; retry.").await;
                 }
@@ -313,7 +331,12 @@ impl FeedSession {
             return self.send_json(json!({"event": "subscribed", "group": group})).await;
         }
         let Some(id) = parse_post_group(group) else {
-            return self.send_error(&format!("Unknown group {:?}; use blog_feed or post.<id>.", truncate(group))).await;
+            return self
+                .send_error(&format!(
+                    "Unknown group {:?}; use blog_feed or post.<id>.",
+                    truncate(group)
+                ))
+                .await;
         };
         if !self.subscriptions.contains(&id) {
             if self.subscriptions.len() >= self.state.settings.realtime.max_subscriptions {
@@ -415,7 +438,10 @@ impl FeedSession {
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, "catch-up failed");
-                    Exit::close(CloseCode::Again, "history temporarily unavailable; resume with since")
+                    Exit::close(
+                        CloseCode::Again,
+                        "history temporarily unavailable; resume with since",
+                    )
                 })?;
             let done = (events.len() as i64) < REPLAY_BATCH;
             for event in &events {
@@ -519,7 +545,8 @@ impl TokenBucket {
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

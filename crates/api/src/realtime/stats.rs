@@ -37,8 +37,10 @@ pub async fn realtime_stats(
     groups.insert(feed.as_str().to_owned(), state.layer.group_size(&feed).await?);
     if auth.viewer().is_staff() {
         let mut local = state.layer.local_groups();
-        local.sort_by(|a, b| b.1.cmp(&a.1));
-        for (group, _) in local.into_iter().filter(|(g, _)| g.as_str().starts_with("post.")).take(100) {
+        local.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+        for (group, _) in
+            local.into_iter().filter(|(g, _)| g.as_str().starts_with("post.")).take(100)
+        {
             let size = state.layer.group_size(&group).await?;
             groups.insert(group.as_str().to_owned(), size);
         }

@@ -1,0 +1,41 @@
+# Developer shortcuts. CI does not need `just`: see .ci/run.
+
+# Run the server (SQLite in ./newspaper.db, in-memory channel layer, debug mode).
+run:
+    cargo run --release -p newspaper-server -- --debug
+
+# Every test (PostgreSQL/Redis variants run when NEWSPAPER_TEST_POSTGRES_URL / NEWSPAPER_TEST_REDIS_URL are set).
+test:
+    cargo test --workspace
+
+# Lints exactly as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Headless-browser test of the demo page (needs Debian's chromium).
+e2e:
+    NEWSPAPER_REQUIRE_BROWSER=1 cargo test -p newspaper-tests --test browser -- --nocapture
+
+# Load test; see docs/benchmarks.md for the scenarios and numbers.
+bench:
+    cargo build --release -p newspaper-server -p newspaper-loadgen
+    ./target/release/loadgen --help
+
+# Everything CI does.
+ci:
+    .ci/run
+
+# Regenerate crates/persistence/src/schema.rs (needs diesel_cli with SQLite).
+schema:
+    rm -f /tmp/newspaper-schema.db
+    diesel migration run --database-url /tmp/newspaper-schema.db
+    diesel print-schema --database-url /tmp/newspaper-schema.db > crates/persistence/src/schema.rs
+
+# Accept an intended change of the OpenAPI contract.
+openapi-snapshot:
+    UPDATE_SNAPSHOTS=1 cargo test -p newspaper-tests --test openapi

@@ -1,0 +1,142 @@
+//! A WebSocket test client with the assertions tests need: next event, no event, close code.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::PATIENCE;
+
+/// Why a handshake failed.
+pub type WsError = tokio_tungstenite::tungstenite::Error;
+
+/// One client connection to the feed.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects to `url`, optionally sending an `Origin` header.
+    pub async fn connect(url: &str, origin: Option<&str>) -> Result<WsClient, WsError> {
+        let mut request = url.into_client_request()?;
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", HeaderValue::from_str(origin).unwrap_or_else(|e| panic!("{e}")));
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { stream })
+    }
+
+    /// The next text message as JSON, answering nothing itself; panics on close or timeout.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message within {PATIENCE:?}"))
+                .unwrap_or_else(|| panic!("the server closed the stream"))
+                .unwrap_or_else(|e| panic!("WebSocket error: {e}"));
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+                }
+                Message::Close(frame) => panic!("closed by the server: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message that is not a presence update.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let value = self.next_json().await;
+            if value["event"] != "presence" {
+                return value;
+            }
+        }
+    }
+
+    /// The next presence update.
+    pub async fn next_presence(&mut self) -> u64 {
+        loop {
+            let value = self.next_json().await;
+            if value["event"] == "presence" {
+                return value["count"].as_u64().unwrap_or_else(|| panic!("bad presence: {value}"));
+            }
+        }
+    }
+
+    /// Waits until a presence update reports `count`.
+    pub async fn wait_for_presence(&mut self, count: u64) {
+        while self.next_presence().await != count {}
+    }
+
+    /// Asserts that nothing but presence updates arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    assert_eq!(value["event"], "presence", "unexpected message: {text}");
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("stream ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a JSON text message.
+    pub async fn send_json(&mut self, value: Value) {
+        self.send(Message::text(value.to_string())).await;
+    }
+
+    /// Sends a raw message.
+    pub async fn send(&mut self, message: Message) {
+        self.stream.send(message).await.unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    /// Reads until the server closes; returns the close code and reason (panics if the stream
+    /// ends without a close frame or nothing happens in time).
+    pub async fn close_code(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => panic!("no close frame within {PATIENCE:?}"),
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Ok(Some(Ok(Message::Close(None)))) => return (1005, String::new()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("error before a close frame: {e}"),
+                Ok(None) => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    /// Post events received (skipping presence) until one has `seq`, in order.
+    pub async fn events_until(&mut self, seq: i64) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next_event().await;
+            let done = event["seq"].as_i64() == Some(seq);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+
+    /// Closes politely.
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
