@@ -12,7 +12,7 @@ use newspaper_persistence::{Database, PoolOptions, UserRepository};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-pub use ws::{WsClient, WsError};
+pub use ws::{StalledClient, WsClient, WsError, stalled_client};
 
 /// The signing key test servers use, so tests can forge tokens with it.
 pub const TEST_SECRET: &str = "test-secret-key-not-for-production";

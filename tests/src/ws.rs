@@ -35,6 +35,12 @@ impl WsClient {
 
     /// The next text message as JSON, answering nothing itself; panics on close or timeout.
     pub async fn next_json(&mut self) -> Value {
+        let text = self.next_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The next text message exactly as sent (to check key order, say).
+    pub async fn next_text(&mut self) -> String {
         loop {
             let message = tokio::time::timeout(PATIENCE, self.stream.next())
                 .await
@@ -42,10 +48,7 @@ impl WsClient {
                 .unwrap_or_else(|| panic!("the server closed the stream"))
                 .unwrap_or_else(|e| panic!("WebSocket error: {e}"));
             match message {
-                Message::Text(text) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-                }
+                Message::Text(text) => return text.to_string(),
                 Message::Close(frame) => panic!("closed by the server: {frame:?}"),
                 _ => continue,
             }
@@ -138,5 +141,47 @@ impl WsClient {
     /// Closes politely.
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
+    }
+}
+
+/// A client that completed the handshake with a tiny receive buffer and then stops reading:
+/// the server's writes back up quickly, as with a stuck browser tab on a bad network.
+pub struct StalledClient {
+    stream: WebSocketStream<TcpStream>,
+}
+
+/// Connects a [`StalledClient`] to the feed on `port`.
+pub async fn stalled_client(port: u16) -> StalledClient {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket.set_recv_buffer_size(4096).unwrap_or_else(|e| panic!("{e}"));
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&address.into()).unwrap_or_else(|e| panic!("{e}"));
+    socket.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+    let tcp = TcpStream::from_std(socket.into()).unwrap_or_else(|e| panic!("{e}"));
+    let (stream, _) =
+        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws/blog/"), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("handshake: {e}"));
+    StalledClient { stream }
+}
+
+impl StalledClient {
+    /// Starts reading at last: everything queued, then the close frame's code and reason
+    /// (`None` if the connection ended without one).
+    pub async fn drain_until_close(mut self) -> (Option<u16>, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => panic!("neither closed nor finished within 30s"),
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    return (Some(u16::from(frame.code)), frame.reason.to_string());
+                }
+                Ok(Some(Ok(Message::Close(None)))) => return (None, "close without a code".into()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return (None, format!("error: {e}")),
+                Ok(None) => return (None, "ended without a close frame".into()),
+            }
+        }
     }
 }

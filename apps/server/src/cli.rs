@@ -94,6 +94,9 @@ pub struct Config {
     /// Events buffered per WebSocket before a slow client is dropped (1013).
     #[arg(long, env = "NEWSPAPER_WS_BUFFER", default_value_t = 100, global = true)]
     pub ws_buffer: usize,
+    /// Kernel send buffer per connection in bytes (default: Linux autotuning).
+    #[arg(long, env = "NEWSPAPER_SOCKET_SEND_BUFFER", global = true)]
+    pub socket_send_buffer: Option<usize>,
     /// Keep feed history at least this long for ?since= ...
     #[arg(long, env = "NEWSPAPER_HISTORY_RETENTION", default_value = "24h", value_parser = duration, global = true)]
     pub history_retention: Duration,
@@ -133,6 +136,7 @@ impl Config {
         settings.auth_rate_limit_per_minute = self.auth_rate_limit;
         settings.workers = self.workers;
         settings.instance_id = self.instance_id.clone();
+        settings.socket_send_buffer_bytes = self.socket_send_buffer;
         settings.realtime = RealtimeSettings {
             channel_capacity: self.ws_buffer.max(1),
             history_retention: self.history_retention,

@@ -245,7 +245,7 @@ impl Application {
             pages: Pages::load()?,
         });
 
-        let listener = TcpListener::bind(settings.bind)?;
+        let listener = bind_listener(settings.bind)?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -257,12 +257,15 @@ impl Application {
                 .wrap(from_fn(middleware::catch_panics))
                 .wrap(from_fn(middleware::log_requests))
         })
+        // Before `listen`: the listener copies the connect hook when it is added.
+        .on_connect({
+            let send_buffer = settings.socket_send_buffer_bytes;
+            move |connection, _| tune_socket(connection, send_buffer)
+        })
         .listen(listener)?
         .max_connections(settings.max_connections_per_worker)
-        .backlog(4096)
         .disable_signals()
-        .shutdown_timeout(5)
-        .on_connect(tune_socket);
+        .shutdown_timeout(5);
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
@@ -306,11 +309,25 @@ impl Application {
     }
 }
 
+/// Binds with a deep accept queue: the standard library's 128 drops connections when thousands
+/// of clients reconnect at once (after a restart, say).
+fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
 /// Detects dead or never-reading peers at the TCP level: keepalive for idle connections, and a
 /// user timeout so that a client which stops reading cannot pin buffers forever.
-fn tune_socket(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+fn tune_socket(connection: &dyn std::any::Any, send_buffer: Option<usize>) {
     if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let socket = socket2::SockRef::from(stream);
+        if let Some(bytes) = send_buffer {
+            let _ = socket.set_send_buffer_size(bytes);
+        }
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(60))
             .with_interval(Duration::from_secs(10));

@@ -112,6 +112,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Connections each worker accepts at most.
     pub max_connections_per_worker: usize,
+    /// Kernel send buffer per connection (`SO_SNDBUF`); `None` leaves Linux autotuning on
+    /// (up to `net.ipv4.tcp_wmem`, often 4 MiB). Bounds what a client that stops reading can pin
+    /// in kernel memory, and how soon it is detected as lagging.
+    pub socket_send_buffer_bytes: Option<usize>,
     /// Name of this instance in leases and logs; random when `None`.
     pub instance_id: Option<String>,
     /// WebSocket tunables.
@@ -137,6 +141,7 @@ impl Settings {
             max_body_bytes: 1024 * 1024,
             workers: None,
             max_connections_per_worker: 100_000,
+            socket_send_buffer_bytes: None,
             instance_id: None,
             realtime: RealtimeSettings::default(),
         }

@@ -15,8 +15,11 @@ use super::{OUTBOX_WAKE_GROUP, Realtime};
 use crate::ApiError;
 use crate::settings::RealtimeSettings;
 
-/// Events read and published per round.
-const BATCH: i64 = 256;
+/// Events read and published per round, at most; see [`Dispatcher::batch`].
+const MAX_BATCH: i64 = 256;
+/// Pause between rounds while working through a backlog, so that sessions drain their queues
+/// instead of overflowing.
+const BACKLOG_PAUSE: Duration = Duration::from_millis(5);
 /// How often old history and expired blacklist entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -90,7 +93,7 @@ impl Dispatcher {
             }
             let round = self.round(&mut state).await;
             let pause = match round {
-                Ok(published) if published >= BATCH as usize => Duration::ZERO,
+                Ok(published) if published >= self.batch() as usize => BACKLOG_PAUSE,
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
                     if state.leader {
@@ -106,8 +109,8 @@ impl Dispatcher {
                     wait
                 }
             };
-            if pause.is_zero() {
-                tokio::task::yield_now().await;
+            if pause == BACKLOG_PAUSE {
+                tokio::time::sleep(pause).await;
                 continue;
             }
             tokio::select! {
@@ -131,6 +134,12 @@ impl Dispatcher {
             }
         }
         tracing::debug!("dispatcher stopped");
+    }
+
+    /// Half a session's buffer: a burst (a backlog after an outage, say) then reaches each
+    /// session in pieces it can absorb, instead of overflowing every queue at once.
+    fn batch(&self) -> i64 {
+        i64::try_from(self.settings.channel_capacity / 2).unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH)
     }
 
     async fn join_wake_group(
@@ -182,8 +191,9 @@ impl Dispatcher {
             None => self.db.read(OutboxRepository::state).await?.published,
         };
         state.cursor = Some(after);
+        let batch = self.batch();
         let events =
-            self.db.read(move |conn| OutboxRepository::list_after(conn, after, BATCH)).await?;
+            self.db.read(move |conn| OutboxRepository::list_after(conn, after, batch)).await?;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
         let feed = GroupName::new(BLOG_FEED_GROUP)?;
         let mut prev = after;
