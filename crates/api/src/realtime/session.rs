@@ -11,7 +11,7 @@ use actix_ws::{
 };
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use newspaper_domain::{PostId, Seq, StoredEvent, Viewer};
 use newspaper_events::{
     BLOG_FEED_GROUP, ChannelReceiver, FeedEnvelope, GroupName, RecvError, post_group,
@@ -61,17 +61,18 @@ pub(crate) async fn run(
     mut stream: AggregatedMessageStream,
 ) {
     let _counted = state.realtime.connection_opened();
-    let mut opening = Opening { state: &state, ws: ws.clone() };
-    let exit = match opening.open(params).await {
+    // Rare, large futures are boxed: what stays inline is what every idle connection keeps for
+    // its whole life, so its size is memory per connection.
+    let (exit, ws) = match Box::pin(open(&state, params, ws)).await {
         Ok((mut session, since)) => {
-            let exit = match session.start(since).await {
+            let exit = match Box::pin(session.start(since)).await {
                 Ok(()) => session.event_loop(&mut stream).await,
                 Err(exit) => exit,
             };
-            drop(session.receiver);
-            exit
+            // Dropping the session leaves every group before presence is recounted.
+            (exit, session.ws)
         }
-        Err(exit) => exit,
+        Err(failed) => failed,
     };
     state.realtime.nudge_presence();
     if let Exit::Close(code, reason) = exit {
@@ -83,70 +84,77 @@ pub(crate) async fn run(
     }
 }
 
-struct Opening<'a> {
-    state: &'a Arc<AppState>,
-    ws: Session,
-}
-
-impl Opening<'_> {
-    /// Authenticates and joins `blog_feed`; returns the session and where to replay from.
-    async fn open(&mut self, params: SessionParams) -> Result<(FeedSession, Option<Seq>), Exit> {
-        let viewer = match &params.token {
-            None => Viewer::Anonymous,
-            Some(token) => match authenticate(self.state, token).await {
-                Ok(user) => user.viewer(),
-                Err(err) => {
-                    let detail = err.to_string();
-                    let _ =
-                        self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
-                    return Err(Exit::close(
-                        CloseCode::Policy,
-                        format!("authentication failed: {detail}"),
-                    ));
-                }
-            },
-        };
-        let since = match params.since {
-            None => None,
-            Some(Ok(seq)) => Some(seq),
-            Some(Err(detail)) => {
-                let _ = self.ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
-                return Err(Exit::close(CloseCode::Policy, "invalid since parameter"));
+/// Authenticates and joins `blog_feed`; returns the session and where to replay from, or how
+/// to close (with the socket, to close it).
+async fn open(
+    state: &Arc<AppState>,
+    params: SessionParams,
+    mut ws: Session,
+) -> Result<(FeedSession, Option<Seq>), (Exit, Session)> {
+    let viewer = match &params.token {
+        None => Viewer::Anonymous,
+        Some(token) => match authenticate(state, token).await {
+            Ok(user) => user.viewer(),
+            Err(err) => {
+                let detail = err.to_string();
+                let _ = ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
+                let exit =
+                    Exit::close(CloseCode::Policy, format!("authentication failed: {detail}"));
+                return Err((exit, ws));
             }
-        };
-        let layer = &self.state.layer;
-        let unavailable = |e: newspaper_events::LayerError| {
-            tracing::warn!(error = %e, "could not join the feed");
-            Exit::close(CloseCode::Again, "feed temporarily unavailable; retry")
-        };
-        let receiver = layer.new_channel().await.map_err(unavailable)?;
-        let feed = GroupName::new(BLOG_FEED_GROUP).map_err(unavailable)?;
-        layer.group_add(&feed, receiver.name()).await.map_err(unavailable)?;
-        self.state.realtime.nudge_presence();
-        let settings = &self.state.settings.realtime;
-        let mut presence = self.state.realtime.presence_updates();
-        presence.mark_changed();
-        let rate = f64::from(settings.client_messages_per_second.max(1));
-        Ok((
-            FeedSession {
-                state: self.state.clone(),
-                ws: self.ws.clone(),
-                viewer,
-                receiver,
-                feed,
-                in_feed: true,
-                subscriptions: HashSet::new(),
-                last_seq: None,
-                last_heard: Instant::now(),
-                renewed: Instant::now(),
-                bucket: TokenBucket::new(rate, rate * 2.0),
-                strikes: 0,
-                shutdown: self.state.realtime.shutdown_signal(),
-                presence,
-            },
-            since,
-        ))
-    }
+        },
+    };
+    let since = match params.since {
+        None => None,
+        Some(Ok(seq)) => Some(seq),
+        Some(Err(detail)) => {
+            let _ = ws.text(json!({"event": "error", "detail": detail}).to_string()).await;
+            return Err((Exit::close(CloseCode::Policy, "invalid since parameter"), ws));
+        }
+    };
+    let layer = &state.layer;
+    let unavailable = |e: newspaper_events::LayerError| {
+        tracing::warn!(error = %e, "could not join the feed");
+        Exit::close(CloseCode::Again, "feed temporarily unavailable; retry")
+    };
+    let joined = async {
+        let receiver = layer.new_channel().await?;
+        let feed = GroupName::new(BLOG_FEED_GROUP)?;
+        layer.group_add(&feed, receiver.name()).await?;
+        Ok::<_, newspaper_events::LayerError>((receiver, feed))
+    };
+    let (receiver, feed) = match joined.await {
+        Ok(joined) => joined,
+        Err(e) => return Err((unavailable(e), ws)),
+    };
+    state.realtime.nudge_presence();
+    let settings = &state.settings.realtime;
+    let mut presence = state.realtime.presence_updates();
+    presence.mark_changed();
+    let rate = f64::from(settings.client_messages_per_second.max(1));
+    Ok((
+        FeedSession {
+            state: state.clone(),
+            ws,
+            viewer,
+            receiver,
+            feed,
+            in_feed: true,
+            subscriptions: HashSet::new(),
+            last_seq: None,
+            last_heard: Instant::now(),
+            renewed: Instant::now(),
+            bucket: TokenBucket::new(rate, rate * 2.0),
+            strikes: 0,
+            shutdown: state.realtime.shutdown_signal(),
+            presence,
+            heartbeat: tokio::time::interval_at(
+                tokio::time::Instant::now() + settings.heartbeat_interval,
+                settings.heartbeat_interval,
+            ),
+        },
+        since,
+    ))
 }
 
 struct FeedSession {
@@ -165,6 +173,8 @@ struct FeedSession {
     strikes: u32,
     shutdown: watch::Receiver<bool>,
     presence: watch::Receiver<usize>,
+    /// Pings the client; also bounds how long a write may stall.
+    heartbeat: tokio::time::Interval,
 }
 
 impl FeedSession {
@@ -194,10 +204,6 @@ impl FeedSession {
 
     async fn event_loop(&mut self, stream: &mut AggregatedMessageStream) -> Exit {
         let settings = self.state.settings.realtime.clone();
-        let mut heartbeat = tokio::time::interval_at(
-            tokio::time::Instant::now() + settings.heartbeat_interval,
-            settings.heartbeat_interval,
-        );
         loop {
             let step = tokio::select! {
                 biased;
@@ -206,7 +212,7 @@ impl FeedSession {
                     None => Err(Exit::Gone),
                     Some(Ok(message)) => {
                         self.last_heard = Instant::now();
-                        self.on_client_message(message).await
+                        Box::pin(self.on_client_message(message)).await
                     }
                     Some(Err(ProtocolError::Overflow)) => Err(Exit::close(
                         CloseCode::Size,
@@ -215,8 +221,8 @@ impl FeedSession {
                     Some(Err(err)) => Err(Exit::close(CloseCode::Protocol, err.to_string())),
                 },
                 message = self.receiver.recv() => self.on_layer_message(message).await,
-                _ = self.presence.changed() => self.send_presence().await,
-                _ = heartbeat.tick() => self.on_heartbeat(&settings).await,
+                _ = self.presence.changed() => Box::pin(self.send_presence()).await,
+                _ = self.heartbeat.tick() => Box::pin(self.on_heartbeat(&settings)).await,
             };
             if let Err(exit) = step {
                 return exit;
@@ -234,9 +240,16 @@ impl FeedSession {
         if self.renewed.elapsed() >= settings.group_expiry / 2 {
             self.renew_memberships().await;
         }
-        let stall = self.state.settings.realtime.idle_timeout;
-        let ping = self.ws.ping(b"");
-        guarded(ping, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+        let ping = self.ws.send(actix_ws::Message::Ping(Bytes::new()));
+        guarded(
+            ping,
+            &self.receiver,
+            &mut self.shutdown,
+            &mut self.heartbeat,
+            self.last_seq,
+            settings.idle_timeout,
+        )
+        .await
     }
 
     async fn renew_memberships(&mut self) {
@@ -267,7 +280,7 @@ impl FeedSession {
                     }
                     return self.send_error("Too many messages; slow down.").await;
                 }
-                self.on_action(&text).await
+                Box::pin(self.on_action(&text)).await
             }
             AggregatedMessage::Binary(_) => Err(Exit::close(
                 CloseCode::Unsupported,
@@ -275,8 +288,16 @@ impl FeedSession {
             )),
             AggregatedMessage::Ping(payload) => {
                 let stall = self.state.settings.realtime.idle_timeout;
-                let pong = self.ws.pong(&payload);
-                guarded(pong, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+                let pong = self.ws.send(actix_ws::Message::Pong(payload));
+                guarded(
+                    pong,
+                    &self.receiver,
+                    &mut self.shutdown,
+                    &mut self.heartbeat,
+                    self.last_seq,
+                    stall,
+                )
+                .await
             }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => {
@@ -325,7 +346,7 @@ impl FeedSession {
                 self.in_feed = true;
                 self.state.realtime.nudge_presence();
                 if let Some(last) = self.last_seq {
-                    self.catch_up(last, None).await?;
+                    Box::pin(self.catch_up(last, None)).await?;
                 }
             }
             return self.send_json(json!({"event": "subscribed", "group": group})).await;
@@ -389,40 +410,56 @@ impl FeedSession {
     }
 
     async fn on_layer_message(&mut self, message: Result<Bytes, RecvError>) -> Result<(), Exit> {
-        match message {
-            Ok(bytes) => match FeedEnvelope::decode(&bytes) {
-                Ok(envelope) => self.on_envelope(envelope).await,
-                Err(err) => {
-                    tracing::warn!(error = %err, "ignoring a malformed feed message");
-                    Ok(())
-                }
-            },
-            Err(RecvError::Lagged) => Err(lagged_exit(self.last_seq)),
-            Err(RecvError::Interrupted) => match self.last_seq {
-                Some(last) => self.catch_up(last, None).await,
-                None => self.send_json(json!({"event": "resync_required"})).await,
-            },
-            Err(RecvError::Closed) => Err(Exit::shutdown()),
+        // Decide synchronously, so that only the outgoing frame lives across the send: this
+        // future is part of every connection's task, and its size is memory per connection.
+        let (seq, gap, frame) = match self.plan(message) {
+            Plan::Deliver { seq, gap, frame } => (seq, gap, frame),
+            Plan::Skip => return Ok(()),
+            Plan::Resume => return Box::pin(self.resume_after_interruption()).await,
+            Plan::Exit(exit) => return Err(exit),
+        };
+        if let Some(last) = gap {
+            // Something was published that never reached us: fetch it before going on.
+            Box::pin(self.catch_up(last, Some(seq))).await?;
         }
+        self.last_seq = Some(seq);
+        let Some(text) = frame else { return Ok(()) };
+        let stall = self.state.settings.realtime.idle_timeout;
+        let send = self.ws.send(actix_ws::Message::Text(text));
+        guarded(send, &self.receiver, &mut self.shutdown, &mut self.heartbeat, self.last_seq, stall)
+            .await
     }
 
-    async fn on_envelope(&mut self, envelope: FeedEnvelope) -> Result<(), Exit> {
-        if let Some(last) = self.last_seq {
-            if envelope.seq <= last {
-                return Ok(());
+    /// What to do with one message from the layer.
+    fn plan(&self, message: Result<Bytes, RecvError>) -> Plan {
+        let envelope = match message.map(|bytes| FeedEnvelope::decode(&bytes)) {
+            Ok(Ok(envelope)) => envelope,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "ignoring a malformed feed message");
+                return Plan::Skip;
             }
-            if self.in_feed && envelope.prev_seq > last {
-                // Something was published that never reached us: fetch it before going on.
-                self.catch_up(last, Some(envelope.seq)).await?;
-            }
+            Err(RecvError::Lagged) => return Plan::Exit(lagged_exit(self.last_seq)),
+            Err(RecvError::Interrupted) => return Plan::Resume,
+            Err(RecvError::Closed) => return Plan::Exit(Exit::shutdown()),
+        };
+        if self.last_seq.is_some_and(|last| envelope.seq <= last) {
+            return Plan::Skip;
         }
-        self.last_seq = Some(envelope.seq);
-        if !self.follows(envelope.post_id) {
-            return Ok(());
-        }
-        match envelope.frame_for(&self.viewer) {
-            Some(frame) => self.send_frame(frame.clone()).await,
-            None => Ok(()),
+        let gap = self.last_seq.filter(|last| self.in_feed && envelope.prev_seq > *last);
+        let frame = if self.follows(envelope.post_id) {
+            envelope
+                .frame_for(&self.viewer)
+                .and_then(|bytes| ByteString::try_from(bytes.clone()).ok())
+        } else {
+            None
+        };
+        Plan::Deliver { seq: envelope.seq, gap, frame }
+    }
+
+    async fn resume_after_interruption(&mut self) -> Result<(), Exit> {
+        match self.last_seq {
+            Some(last) => self.catch_up(last, None).await,
+            None => self.send_json(json!({"event": "resync_required"})).await,
         }
     }
 
@@ -482,21 +519,26 @@ impl FeedSession {
         self.send_text(value.to_string().into()).await
     }
 
-    async fn send_frame(&mut self, frame: Bytes) -> Result<(), Exit> {
-        match ByteString::try_from(frame) {
-            Ok(text) => self.send_text(text).await,
-            Err(_) => {
-                tracing::error!("feed frame is not UTF-8; skipped");
-                Ok(())
-            }
-        }
-    }
-
     async fn send_text(&mut self, text: ByteString) -> Result<(), Exit> {
         let stall = self.state.settings.realtime.idle_timeout;
-        let send = self.ws.text(text);
-        guarded(send, &self.receiver, &mut self.shutdown, self.last_seq, stall).await
+        // The sink's `send` future is a fraction of the size of `Session::text`'s, and this one
+        // lives in every connection's task.
+        let send = self.ws.send(actix_ws::Message::Text(text));
+        guarded(send, &self.receiver, &mut self.shutdown, &mut self.heartbeat, self.last_seq, stall)
+            .await
     }
+}
+
+/// What a layer message calls for.
+enum Plan {
+    /// Send `frame` (if this viewer sees anything), after fetching what came after `gap`.
+    Deliver { seq: Seq, gap: Option<Seq>, frame: Option<ByteString> },
+    /// A duplicate, or nothing for us.
+    Skip,
+    /// Messages may have been lost upstream: catch up from the outbox.
+    Resume,
+    /// End the stream.
+    Exit(Exit),
 }
 
 /// The close for a stream whose buffer overflowed.
@@ -506,19 +548,30 @@ fn lagged_exit(last_seq: Option<Seq>) -> Exit {
 }
 
 /// Waits for a write to be queued, but not past the point where the client has already lost:
-/// overflow of its event buffer, shutdown, or a write stalled for `stall`.
+/// overflow of its event buffer, shutdown, or a write stalled for `stall` (checked on heartbeat
+/// ticks, so the hot path arms no timer of its own).
 async fn guarded(
     write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
     receiver: &ChannelReceiver,
     shutdown: &mut watch::Receiver<bool>,
+    heartbeat: &mut tokio::time::Interval,
     last_seq: Option<Seq>,
     stall: Duration,
 ) -> Result<(), Exit> {
-    tokio::select! {
-        written = write => written.map_err(|_| Exit::Gone),
-        _ = receiver.lagged() => Err(lagged_exit(last_seq)),
-        _ = shutdown.changed() => Err(Exit::shutdown()),
-        _ = tokio::time::sleep(stall) => Err(Exit::close(CloseCode::Policy, "write stalled")),
+    let started = Instant::now();
+    let mut write = std::pin::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            written = &mut write => return written.map_err(|_| Exit::Gone),
+            _ = receiver.lagged() => return Err(lagged_exit(last_seq)),
+            _ = shutdown.changed() => return Err(Exit::shutdown()),
+            _ = heartbeat.tick() => {
+                if started.elapsed() >= stall {
+                    return Err(Exit::close(CloseCode::Policy, "write stalled"));
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,125 @@
+//! `loadgen`: load for a running newspaper server — WebSocket fan-out latency and throughput,
+//! idle connection memory, and HTTP request rates. See docs/benchmarks.md for the scenarios.
+
+mod http;
+mod report;
+mod swarm;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for the newspaper service.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N WebSocket clients, posts created at a steady rate; reports delivery latency, rate, loss.
+    Fanout(FanoutArgs),
+    /// N idle WebSocket clients; reports the server's memory per connection.
+    Idle(IdleArgs),
+    /// HTTP request rate of `GET /api/posts/` or `POST /api/posts/` at a fixed concurrency.
+    Http(HttpArgs),
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, Args)]
+struct Target {
+    /// Base URL of the server(s); several (comma-separated) spread clients and posts over
+    /// instances: clients round-robin, posts go to the first.
+    #[arg(long, default_value = "http://127.0.0.1:8000", value_delimiter = ',')]
+    url: Vec<String>,
+    /// PIDs of the server processes, to read their resident memory.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    target: Target,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Posts to create.
+    #[arg(long, default_value_t = 100)]
+    posts: usize,
+    /// Posts per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Source addresses 127.0.0.1 .. 127.0.0.N, so more than one address's worth of ephemeral
+    /// ports can be used.
+    #[arg(long, default_value_t = 16)]
+    source_ips: u8,
+    /// How long to wait for stragglers after the last post.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    drain: Duration,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    target: Target,
+    /// WebSocket clients to hold open.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Source addresses 127.0.0.1 .. 127.0.0.N.
+    #[arg(long, default_value_t = 16)]
+    source_ips: u8,
+    /// How long to hold them once connected.
+    #[arg(long, default_value = "5", value_parser = secs)]
+    hold: Duration,
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    #[command(flatten)]
+    target: Target,
+    /// `list` (GET /api/posts/) or `create` (POST /api/posts/).
+    #[arg(long, default_value = "list")]
+    mode: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to run.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    duration: Duration,
+    /// Posts to create before a `list` run, so the list has something to page through.
+    #[arg(long, default_value_t = 50)]
+    seed: usize,
+}
+
+fn secs(raw: &str) -> Result<Duration, String> {
+    raw.trim_end_matches('s').parse::<f64>().map(Duration::from_secs_f64).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Fanout(args) => swarm::fanout(args).await,
+            Command::Idle(args) => swarm::idle(args).await,
+            Command::Http(args) => http::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("loadgen: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
