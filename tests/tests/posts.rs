@@ -284,3 +284,25 @@ async fn search_escapes_like_wildcards() {
     assert_eq!(titles(&app.get("/api/posts/?search=100%25", None).await.1), ["100% sure"]);
     assert_eq!(titles(&app.get("/api/posts/?search=1_0", None).await.1), Vec::<String>::new());
 }
+
+app_tests! {
+    async fn anonymous_pages_are_never_stale_after_a_write_and_never_hold_drafts(app) {
+        let ann = app.user("ann@example.com").await;
+        let first = app.create_post(&ann, "First", "published").await;
+        for _ in 0..3 {
+            assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["First"]);
+        }
+        app.create_post(&ann, "Second", "published").await;
+        assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["Second", "First"], "a create shows at once");
+        app.call(Method::PATCH, &format!("/api/posts/{}/", first["id"]), Some(&ann.access), Some(json!({"title": "First, edited"}))).await;
+        assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["Second", "First, edited"]);
+        app.create_post(&ann, "Draft", "draft").await;
+        assert_eq!(titles(&app.get("/api/posts/", Some(&ann.access)).await.1), ["Draft", "Second", "First, edited"]);
+        assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["Second", "First, edited"], "the author's page is not shared");
+        app.call(Method::DELETE, &format!("/api/posts/{}/", first["id"]), Some(&ann.access), None).await;
+        assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["Second"]);
+        // Pages are keyed by their full URL.
+        assert_eq!(app.get("/api/posts/?search=zzz", None).await.1["count"], 0);
+        assert_eq!(app.get("/api/posts/?page_size=1", None).await.1["next"], Value::Null);
+    }
+}

@@ -33,6 +33,7 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
     }
+    let authenticated = args.authenticated;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -50,6 +51,8 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
                             .post(format!("{base}/api/posts/"))
                             .bearer_auth(&token)
                             .json(&json!({"title": format!("Load {w}-{n}"), "content": "Benchmark body.", "status": "published"}))
+                    } else if authenticated {
+                        client.get(format!("{base}/api/posts/")).bearer_auth(&token)
                     } else {
                         client.get(format!("{base}/api/posts/"))
                     };
@@ -76,7 +79,11 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
         all.add(&h).map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let label = if create { "POST /api/posts/" } else { "GET /api/posts/" };
+    let label = match (create, authenticated) {
+        (true, _) => "POST /api/posts/",
+        (false, true) => "GET /api/posts/ (authenticated)",
+        (false, false) => "GET /api/posts/ (anonymous)",
+    };
     println!("{label}: concurrency {}, {:.1} s", args.concurrency, elapsed);
     println!("  requests ok:   {}", all.len());
     println!("  errors:        {}", errors.load(Ordering::Relaxed));

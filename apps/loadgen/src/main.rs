@@ -93,6 +93,10 @@ struct HttpArgs {
     /// Posts to create before a `list` run, so the list has something to page through.
     #[arg(long, default_value_t = 50)]
     seed: usize,
+    /// Send the list requests with a token (authenticated pages are never served from the
+    /// server's anonymous page cache).
+    #[arg(long)]
+    authenticated: bool,
 }
 
 fn secs(raw: &str) -> Result<Duration, String> {

@@ -47,23 +47,35 @@ const POST: &str = "POST, OPTIONS";
 const GET_POST: &str = "GET, POST, HEAD, OPTIONS";
 const ITEM: &str = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS";
 
-/// A resource answering at `path` with and without its trailing slash, with a JSON 405 (and
-/// `Allow`) for other methods and a bare 200 for OPTIONS.
+/// A resource at `path` with a JSON 405 (and `Allow`) for other methods and a bare 200 for
+/// OPTIONS.
 fn resource(path: &str, allow: &'static str) -> Resource {
-    let bare = path.trim_end_matches('/').to_owned();
-    web::resource(vec![path.to_owned(), bare]).default_service(web::to(
-        move |req: HttpRequest| async move {
-            if req.method() == actix_web::http::Method::OPTIONS {
-                return Ok(HttpResponse::Ok()
-                    .insert_header((actix_web::http::header::ALLOW, allow))
-                    .finish());
-            }
-            Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allow,
-            })
-        },
-    ))
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        if req.method() == actix_web::http::Method::OPTIONS {
+            return Ok(HttpResponse::Ok()
+                .insert_header((actix_web::http::header::ALLOW, allow))
+                .finish());
+        }
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        })
+    }))
+}
+
+/// Registers `path` and the same path without its trailing slash, as two plain resources (one
+/// resource with two patterns would be matched with a regex on every request).
+fn route(
+    cfg: &mut web::ServiceConfig,
+    path: &str,
+    allow: &'static str,
+    routes: impl Fn(Resource) -> Resource,
+) {
+    cfg.service(routes(resource(path, allow)));
+    let bare = path.trim_end_matches('/');
+    if !bare.is_empty() && bare != path {
+        cfg.service(routes(resource(bare, allow)));
+    }
 }
 
 /// Registers every route of the service. Mount it in your own actix app with the state
@@ -73,68 +85,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(
             web::QueryConfig::default()
                 .error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()),
-        )
-        .service(resource("/api/auth/register/", POST).route(web::post().to(auth::register)))
-        .service(resource("/api/auth/token/", POST).route(web::post().to(auth::obtain_token)))
-        .service(
-            resource("/api/auth/token/refresh/", POST).route(web::post().to(auth::refresh_token)),
-        )
-        .service(
-            resource("/api/auth/token/verify/", POST).route(web::post().to(auth::verify_token)),
-        )
-        .service(resource("/api/auth/logout/", POST).route(web::post().to(auth::logout)))
-        .service(
-            resource("/api/auth/me/", GET)
-                .route(web::get().to(auth::me))
-                .route(web::head().to(auth::me)),
-        )
-        .service(
-            resource("/api/auth/password-reset/", POST)
-                .route(web::post().to(auth::request_password_reset)),
-        )
-        .service(
-            resource("/api/auth/password-reset/confirm/", POST)
-                .route(web::post().to(auth::confirm_password_reset)),
-        )
-        .service(
-            resource("/api/auth/password/change/", POST)
-                .route(web::post().to(auth::change_password)),
-        )
-        .service(
-            resource("/api/posts/", GET_POST)
-                .route(web::get().to(posts::list_posts))
-                .route(web::head().to(posts::list_posts))
-                .route(web::post().to(posts::create_post)),
-        )
-        .service(
-            resource("/api/posts/{id}/", ITEM)
-                .route(web::get().to(posts::retrieve_post))
-                .route(web::head().to(posts::retrieve_post))
-                .route(web::put().to(posts::update_post))
-                .route(web::patch().to(posts::partial_update_post))
-                .route(web::delete().to(posts::destroy_post)),
-        )
-        .service(
-            resource("/api/realtime/stats/", GET)
-                .route(web::get().to(realtime::realtime_stats))
-                .route(web::head().to(realtime::realtime_stats)),
-        )
-        .service(
-            resource("/api/schema/", GET)
-                .route(web::get().to(openapi::schema))
-                .route(web::head().to(openapi::schema)),
-        )
-        .service(
-            web::resource(["/api/docs", "/api/docs/{tail:.*}"])
-                .route(web::get().to(openapi::docs))
-                .route(web::head().to(openapi::docs)),
-        )
-        .service(resource("/ws/blog/", "GET").route(web::get().to(realtime::blog_feed_socket)))
-        .service(
-            resource("/", GET)
-                .route(web::get().to(crate::pages::index))
-                .route(web::head().to(crate::pages::index)),
         );
+    route(cfg, "/api/posts/", GET_POST, |r| {
+        r.route(web::get().to(posts::list_posts))
+            .route(web::head().to(posts::list_posts))
+            .route(web::post().to(posts::create_post))
+    });
+    route(cfg, "/api/posts/{id}/", ITEM, |r| {
+        r.route(web::get().to(posts::retrieve_post))
+            .route(web::head().to(posts::retrieve_post))
+            .route(web::put().to(posts::update_post))
+            .route(web::patch().to(posts::partial_update_post))
+            .route(web::delete().to(posts::destroy_post))
+    });
+    route(cfg, "/api/auth/register/", POST, |r| r.route(web::post().to(auth::register)));
+    route(cfg, "/api/auth/token/", POST, |r| r.route(web::post().to(auth::obtain_token)));
+    route(cfg, "/api/auth/token/refresh/", POST, |r| r.route(web::post().to(auth::refresh_token)));
+    route(cfg, "/api/auth/token/verify/", POST, |r| r.route(web::post().to(auth::verify_token)));
+    route(cfg, "/api/auth/logout/", POST, |r| r.route(web::post().to(auth::logout)));
+    route(cfg, "/api/auth/me/", GET, |r| {
+        r.route(web::get().to(auth::me)).route(web::head().to(auth::me))
+    });
+    route(cfg, "/api/auth/password-reset/", POST, |r| {
+        r.route(web::post().to(auth::request_password_reset))
+    });
+    route(cfg, "/api/auth/password-reset/confirm/", POST, |r| {
+        r.route(web::post().to(auth::confirm_password_reset))
+    });
+    route(cfg, "/api/auth/password/change/", POST, |r| {
+        r.route(web::post().to(auth::change_password))
+    });
+    route(cfg, "/api/realtime/stats/", GET, |r| {
+        r.route(web::get().to(realtime::realtime_stats))
+            .route(web::head().to(realtime::realtime_stats))
+    });
+    route(cfg, "/api/schema/", GET, |r| {
+        r.route(web::get().to(openapi::schema)).route(web::head().to(openapi::schema))
+    });
+    cfg.service(
+        web::resource(["/api/docs", "/api/docs/{tail:.*}"])
+            .route(web::get().to(openapi::docs))
+            .route(web::head().to(openapi::docs)),
+    );
+    route(cfg, "/ws/blog/", "GET", |r| r.route(web::get().to(realtime::blog_feed_socket)));
+    route(cfg, "/", GET, |r| {
+        r.route(web::get().to(crate::pages::index)).route(web::head().to(crate::pages::index))
+    });
 }
 
 /// The answer for every path no route claims: a JSON 404.
@@ -243,6 +239,7 @@ impl Application {
             realtime: realtime.clone(),
             settings: settings.clone(),
             pages: Pages::load()?,
+            list_cache: Default::default(),
         });
 
         let listener = bind_listener(settings.bind)?;

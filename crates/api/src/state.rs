@@ -29,6 +29,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// HTML pages.
     pub pages: Pages,
+    /// Anonymous list pages.
+    pub list_cache: crate::posts::ListCache,
 }
 
 impl std::fmt::Debug for AppState {

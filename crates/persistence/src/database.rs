@@ -66,6 +66,8 @@ impl Database {
             .max_size(max_size)
             .min_idle(Some(1))
             .connection_timeout(options.connection_timeout)
+            // An embedded database cannot drop a connection; a server can, so check those.
+            .test_on_check_out(url.backend() == Backend::Postgres)
             .build(manager)?;
         let write_lock = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Self { pool, url: url.clone(), write_lock })

@@ -1,8 +1,9 @@
 //! /api/posts/: DRF ModelViewSet behaviour (list, create, retrieve, update, partial update,
 //! destroy). Every write commits its outbox event with it and wakes the dispatcher.
 
-use actix_web::http::header;
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Viewer, now};
 use newspaper_persistence::{DbConnection, PostRepository};
 
@@ -42,6 +43,13 @@ pub async fn list_posts(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let request = ListRequest::parse(req.query_string())?;
+    let base = base_url(&req);
+    // Anonymous readers all see the same thing, so their pages can be shared.
+    let cache_key = auth.0.is_none().then(|| format!("{base}?{}", req.query_string()));
+    let generation = state.realtime.generation();
+    if let Some(body) = cache_key.as_deref().and_then(|key| state.list_cache.get(key, generation)) {
+        return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body));
+    }
     let viewer = auth.viewer();
     let plan = request.clone();
     let (number, page) = state
@@ -61,8 +69,13 @@ pub async fn list_posts(
             Ok::<_, ApiError>((number, page))
         })
         .await?;
-    let body = request.paginate(&base_url(&req), number, page.count, page.items)?;
-    Ok(HttpResponse::Ok().json(body))
+    let page = request.paginate(&base, number, page.count, page.items)?;
+    let body =
+        Bytes::from(serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?);
+    if let Some(key) = cache_key {
+        state.list_cache.put(key, generation, state.realtime.generation(), body.clone());
+    }
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 /// Create a post; the caller is its author.

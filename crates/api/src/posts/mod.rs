@@ -1,8 +1,10 @@
 //! Posts over HTTP: input validation, list queries and pagination, and the handlers.
 
+mod cache;
 pub(crate) mod handlers;
 mod input;
 mod list;
 
+pub use cache::ListCache;
 pub use input::PostWrite;
 pub use list::{DEFAULT_PAGE_SIZE, ListPostsParams, MAX_PAGE_SIZE, PostPage};

@@ -120,7 +120,10 @@ impl Dispatcher {
                         Some(rx) => { let _ = rx.recv().await; }
                         None => std::future::pending().await,
                     }
-                } => {}
+                } => {
+                    // Another instance committed: pages cached here may be out of date.
+                    self.realtime.content_changed();
+                }
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
             }

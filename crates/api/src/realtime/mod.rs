@@ -9,7 +9,7 @@ mod session;
 pub(crate) mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, watch};
 
@@ -33,6 +33,7 @@ pub struct Realtime {
 #[derive(Debug)]
 struct Inner {
     dispatch_wake: Notify,
+    generation: AtomicU64,
     remote_wake: Option<Notify>,
     connections: AtomicUsize,
     presence: watch::Sender<usize>,
@@ -48,6 +49,7 @@ impl Realtime {
         Self {
             inner: Arc::new(Inner {
                 dispatch_wake: Notify::new(),
+                generation: AtomicU64::new(0),
                 remote_wake: shared_layer.then(Notify::new),
                 connections: AtomicUsize::new(0),
                 presence: watch::Sender::new(0),
@@ -61,10 +63,21 @@ impl Realtime {
     /// Tells the dispatcher (here and, with a shared layer, on every instance) that an outbox
     /// event was committed.
     pub fn committed(&self) {
+        self.content_changed();
         self.inner.dispatch_wake.notify_one();
         if let Some(remote) = &self.inner.remote_wake {
             remote.notify_one();
         }
+    }
+
+    /// Counts a change to the posts (here or on another instance), invalidating cached pages.
+    pub fn content_changed(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many changes this instance has heard of; cached pages are only valid for one value.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Starts a graceful shutdown: sessions close with 1001, background tasks stop.

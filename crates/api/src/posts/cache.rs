@@ -1,0 +1,91 @@
+//! A small cache of anonymous list pages. The front page of a newspaper is read far more often
+//! than it changes; every commit (on this instance or, through the channel layer, on another)
+//! invalidates the whole cache, and entries expire after a second regardless.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Pages kept at most; a full cache starts over.
+const MAX_ENTRIES: usize = 512;
+/// The longest an entry is served, as a bound should an invalidation be lost.
+const TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Entries {
+    generation: u64,
+    pages: HashMap<String, (Instant, Bytes)>,
+}
+
+/// Response bodies of `GET /api/posts/` for anonymous readers, keyed by URL.
+#[derive(Default)]
+pub struct ListCache {
+    entries: RwLock<Entries>,
+}
+
+impl std::fmt::Debug for ListCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListCache").finish_non_exhaustive()
+    }
+}
+
+impl ListCache {
+    /// The body cached for `key`, if it was computed at `generation` and is fresh.
+    pub fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
+        let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.generation != generation {
+            return None;
+        }
+        entries.pages.get(key).filter(|(at, _)| at.elapsed() < TTL).map(|(_, body)| body.clone())
+    }
+
+    /// Stores a body computed from data read at `read_at` (the generation before the read);
+    /// dropped if anything was committed since, because it may predate that commit.
+    pub fn put(&self, key: String, read_at: u64, current: u64, body: Bytes) {
+        if read_at != current {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.generation != current || entries.pages.len() >= MAX_ENTRIES {
+            entries.generation = current;
+            entries.pages.clear();
+        }
+        entries.pages.insert(key, (Instant::now(), body));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_invalidates_and_stale_reads_are_not_stored() {
+        let cache = ListCache::default();
+        cache.put("a".into(), 1, 1, Bytes::from_static(b"page"));
+        assert_eq!(cache.get("a", 1).as_deref(), Some(&b"page"[..]));
+        assert_eq!(cache.get("a", 2), None, "a commit since");
+        cache.put("b".into(), 1, 2, Bytes::from_static(b"old"));
+        assert_eq!(cache.get("b", 2), None, "read before a commit that happened meanwhile");
+        cache.put("b".into(), 2, 2, Bytes::from_static(b"new"));
+        assert_eq!(cache.get("b", 2).as_deref(), Some(&b"new"[..]));
+        assert_eq!(cache.get("a", 2), None);
+    }
+
+    #[test]
+    fn entries_expire_and_the_cache_is_bounded() {
+        let cache = ListCache::default();
+        for i in 0..MAX_ENTRIES + 1 {
+            cache.put(format!("k{i}"), 0, 0, Bytes::new());
+        }
+        assert_eq!(cache.entries.read().unwrap().pages.len(), 1);
+        cache
+            .entries
+            .write()
+            .unwrap()
+            .pages
+            .insert("old".into(), (Instant::now() - TTL, Bytes::new()));
+        assert_eq!(cache.get("old", 0), None);
+    }
+}
