@@ -266,6 +266,12 @@ backend_tests! {
         let mut watcher = app.ws("since=0").await;
         let last = seq(&watcher.events_until(3).await.pop().unwrap());
         assert_eq!(last, 3);
+        // Pruning only ever removes what was published; wait for the cursor to be saved.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while app.db.read(OutboxRepository::state).await.unwrap().published < Seq(3) {
+            assert!(tokio::time::Instant::now() < deadline, "the cursor was never saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Everything published so far is now past its retention.
         let pruned = app.db.write(|conn| OutboxRepository::prune(conn, Utc::now() + chrono::Duration::hours(1), 1)).await.unwrap();
         assert_eq!(pruned, 2);
@@ -294,12 +300,12 @@ backend_tests! {
 
         // Commits that the crashed instance never published: written straight to the database.
         let db = newspaper_persistence::Database::connect(database.url(), newspaper_persistence::PoolOptions::for_backend(database.url().backend())).unwrap();
-        let author = newspaper_domain::UserId(ann.id);
+        let author = newspaper_domain::AuthorRef { id: newspaper_domain::UserId(ann.id), username: "ann".into() };
         for title in ["During 1", "During 2"] {
-            let title = title.to_owned();
+            let (title, author) = (title.to_owned(), author.clone());
             db.write(move |conn| {
                 let new = newspaper_persistence::NewPost { title: newspaper_domain::PostTitle::parse(&title).unwrap(), content: String::new(), status: newspaper_domain::PostStatus::Published };
-                newspaper_persistence::PostRepository::create(conn, author, new, newspaper_domain::now())
+                newspaper_persistence::PostRepository::create(conn, &author, new, newspaper_domain::now())
             }).await.unwrap();
         }
         let state = db.read(OutboxRepository::state).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use newspaper_api::RealtimeSettings;
 use newspaper_api::realtime::{DispatchMode, Dispatcher, Realtime};
-use newspaper_domain::{Email, PostStatus, PostTitle, Seq, UserId, Username, now};
+use newspaper_domain::{AuthorRef, Email, PostStatus, PostTitle, Seq, Username, now};
 use newspaper_events::{
     BLOG_FEED_GROUP, ChannelLayer, ChannelReceiver, FeedEnvelope, GroupName, InMemoryChannelLayer,
 };
@@ -25,7 +25,7 @@ fn settings() -> RealtimeSettings {
     }
 }
 
-async fn author(db: &Database) -> UserId {
+async fn author(db: &Database) -> AuthorRef {
     db.write(|conn| {
         let email = Email::parse("ann@example.com").unwrap();
         UserRepository::create(
@@ -41,18 +41,18 @@ async fn author(db: &Database) -> UserId {
     })
     .await
     .unwrap()
-    .id
+    .as_author()
 }
 
-async fn commit(db: &Database, author: UserId, title: &str) -> Seq {
-    let title = title.to_owned();
+async fn commit(db: &Database, author: &AuthorRef, title: &str) -> Seq {
+    let (title, author) = (title.to_owned(), author.clone());
     db.write(move |conn| {
         let new = NewPost {
             title: PostTitle::parse(&title).unwrap(),
             content: String::new(),
             status: PostStatus::Published,
         };
-        PostRepository::create(conn, author, new, now()).map(|(_, seq)| seq)
+        PostRepository::create(conn, &author, new, now()).map(|(_, seq)| seq)
     })
     .await
     .unwrap()
@@ -87,7 +87,7 @@ async fn events_committed_before_a_crash_are_published_in_order_at_startup() {
     // Committed while no dispatcher ran (it crashed after the commits, before publishing).
     let mut seqs = Vec::new();
     for i in 0..5 {
-        seqs.push(commit(&db, ann, &format!("p{i}")).await);
+        seqs.push(commit(&db, &ann, &format!("p{i}")).await);
     }
     assert_eq!(db.read(OutboxRepository::state).await.unwrap().published, Seq(0));
 
@@ -111,7 +111,7 @@ async fn events_committed_before_a_crash_are_published_in_order_at_startup() {
         prev = *seq;
     }
     // Live commits follow, woken by `committed`.
-    let live = commit(&db, ann, "live").await;
+    let live = commit(&db, &ann, "live").await;
     realtime.committed();
     let envelope = next(&mut rx).await;
     assert_eq!((envelope.seq, envelope.prev_seq), (live, prev));
@@ -147,7 +147,7 @@ async fn a_large_backlog_is_published_in_pieces_members_can_absorb() {
     let db = test_db.migrated();
     let ann = author(&db).await;
     for i in 0..300 {
-        commit(&db, ann, &format!("p{i}")).await;
+        commit(&db, &ann, &format!("p{i}")).await;
     }
     let layer = InMemoryChannelLayer::new(newspaper_events::LayerConfig {
         capacity: 20,
@@ -199,7 +199,7 @@ async fn with_a_lease_only_one_instance_publishes_and_another_takes_over() {
     let (a, a_task) = spawn("a");
     let (b, b_task) = spawn("b");
     for i in 0..10 {
-        let seq = commit(&db, ann, &format!("p{i}")).await;
+        let seq = commit(&db, &ann, &format!("p{i}")).await;
         a.committed();
         b.committed();
         assert_eq!(next(&mut rx).await.seq, seq);
@@ -210,7 +210,7 @@ async fn with_a_lease_only_one_instance_publishes_and_another_takes_over() {
         if leader == "a" { (a, a_task, b) } else { (b, b_task, a) };
     stopping.shutdown();
     stopping_task.await.unwrap();
-    let seq = commit(&db, ann, "after failover").await;
+    let seq = commit(&db, &ann, "after failover").await;
     surviving.committed();
     let envelope = next(&mut rx).await;
     assert_eq!(envelope.seq, seq);

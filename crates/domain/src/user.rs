@@ -28,6 +28,13 @@ pub struct User {
     pub date_joined: Timestamp,
 }
 
+impl User {
+    /// This user as shown on their posts.
+    pub fn as_author(&self) -> crate::AuthorRef {
+        crate::AuthorRef { id: self.id, username: self.username.clone() }
+    }
+}
+
 fn active_default() -> bool {
     true
 }

@@ -31,7 +31,7 @@
 //!         content: String::new(),
 //!         status: PostStatus::Published,
 //!     };
-//!     PostRepository::create(conn, ann.id, new, now())
+//!     PostRepository::create(conn, &ann.as_author(), new, now())
 //! })?;
 //!
 //! let mut conn = db.get()?;
@@ -62,6 +62,6 @@ pub use database::{Database, PoolOptions, PooledConnection};
 pub use error::PersistenceError;
 pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};
-pub use posts::{NewPost, Page, PostChanges, PostQuery, PostRepository};
+pub use posts::{NewPost, Page, PostChanges, PostQuery, PostRepository, StatusCounts};
 pub use tokens::RefreshTokenRepository;
 pub use users::{NewUser, UserRecord, UserRepository};

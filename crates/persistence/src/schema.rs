@@ -11,6 +11,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    post_counts (status) {
+        status -> Text,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
     post_events (seq) {
         seq -> BigInt,
         kind -> Text,
@@ -59,6 +66,7 @@ diesel::joinable!(refresh_token_blacklist -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     outbox_state,
+    post_counts,
     post_events,
     posts,
     refresh_token_blacklist,

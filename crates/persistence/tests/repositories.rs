@@ -55,9 +55,9 @@ backend_tests! {
         let mut conn = db.get().unwrap();
         assert!(migrations::pending(&mut conn).unwrap().is_empty());
         let reverted = migrations::revert_all(&mut conn).unwrap();
-        assert_eq!(reverted.len(), 3);
-        assert_eq!(migrations::pending(&mut conn).unwrap().len(), 3);
-        assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), 3);
+        assert_eq!(reverted.len(), 4);
+        assert_eq!(migrations::pending(&mut conn).unwrap().len(), 4);
+        assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), 4);
         user(&mut conn, "a@example.com", false);
     }
 
@@ -72,7 +72,8 @@ backend_tests! {
         refresh_token_blacklist::table.select(refresh_token_blacklist::all_columns).load::<(String, i64, chrono::NaiveDateTime, chrono::NaiveDateTime)>(&mut conn).unwrap();
         users::table.select(users::all_columns).load::<(i64, String, String, String, bool, bool, chrono::NaiveDateTime)>(&mut conn).unwrap();
         // And the database has no column schema.rs lacks.
-        let expected = [("outbox_state", 5), ("post_events", 6), ("posts", 7), ("refresh_token_blacklist", 4), ("users", 7)];
+        post_counts::table.select(post_counts::all_columns).load::<(String, i64)>(&mut conn).unwrap();
+        let expected = [("outbox_state", 5), ("post_counts", 2), ("post_events", 6), ("posts", 7), ("refresh_token_blacklist", 4), ("users", 7)];
         for (table, columns) in expected {
             #[derive(QueryableByName)]
             struct Count { #[diesel(sql_type = diesel::sql_types::BigInt)] n: i64 }
@@ -119,7 +120,7 @@ backend_tests! {
         let db = test_db.migrated();
         let mut conn = db.get().unwrap();
         let ann = user(&mut conn, "ann@example.com", false);
-        let (post, s1) = PostRepository::create(&mut conn, ann.id, new_post("Draft", PostStatus::Draft), now()).unwrap();
+        let (post, s1) = PostRepository::create(&mut conn, &ann.as_author(), new_post("Draft", PostStatus::Draft), now()).unwrap();
         assert_eq!(post.author.username, "ann");
         let changes = PostChanges { title: Some(PostTitle::parse("Live").unwrap()), status: Some(PostStatus::Published), content: None };
         let (updated, s2) = PostRepository::update(&mut conn, &post, changes, now()).unwrap();
@@ -144,7 +145,7 @@ backend_tests! {
         let db = test_db.migrated();
         let ann = db.write_blocking(|conn| Ok::<_, PersistenceError>(user(conn, "ann@example.com", false))).unwrap();
         let result: Result<(), PersistenceError> = db.write_blocking(|conn| {
-            PostRepository::create(conn, ann.id, new_post("Doomed", PostStatus::Published), now())?;
+            PostRepository::create(conn, &ann.as_author(), new_post("Doomed", PostStatus::Published), now())?;
             Err(PersistenceError::NotFound)
         });
         assert!(result.is_err());
@@ -152,7 +153,7 @@ backend_tests! {
         assert_eq!(PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery::default()).unwrap().count, 0);
         assert!(OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap().is_empty());
         // A post by a user that does not exist fails on the author lookup and writes nothing.
-        assert!(PostRepository::create(&mut conn, UserId(4242), new_post("x", PostStatus::Draft), now()).is_err());
+        assert!(PostRepository::create(&mut conn, &newspaper_domain::AuthorRef { id: UserId(4242), username: "ghost".into() }, new_post("x", PostStatus::Draft), now()).is_err());
         assert!(OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap().is_empty());
     }
 
@@ -162,9 +163,9 @@ backend_tests! {
         let ann = user(&mut conn, "ann@example.com", false);
         let bob = user(&mut conn, "bob@example.com", false);
         let boss = user(&mut conn, "boss@example.com", true);
-        let (draft, _) = PostRepository::create(&mut conn, ann.id, new_post("Ann draft", PostStatus::Draft), at(0)).unwrap();
-        PostRepository::create(&mut conn, ann.id, new_post("Ann live", PostStatus::Published), at(1)).unwrap();
-        PostRepository::create(&mut conn, bob.id, new_post("Bob draft", PostStatus::Draft), at(2)).unwrap();
+        let (draft, _) = PostRepository::create(&mut conn, &ann.as_author(), new_post("Ann draft", PostStatus::Draft), at(0)).unwrap();
+        PostRepository::create(&mut conn, &ann.as_author(), new_post("Ann live", PostStatus::Published), at(1)).unwrap();
+        PostRepository::create(&mut conn, &bob.as_author(), new_post("Bob draft", PostStatus::Draft), at(2)).unwrap();
         drop(conn);
 
         let as_user = |u: &User| Viewer::User { id: u.id, is_staff: u.is_staff };
@@ -172,6 +173,15 @@ backend_tests! {
         assert_eq!(titles(&db, as_user(&ann), PostQuery::default()), ["Ann live", "Ann draft"]);
         assert_eq!(titles(&db, as_user(&bob), PostQuery::default()), ["Bob draft", "Ann live"]);
         assert_eq!(titles(&db, as_user(&boss), PostQuery::default()), ["Bob draft", "Ann live", "Ann draft"]);
+        let count = |viewer: Viewer, query: PostQuery| {
+            PostRepository::list_visible_to(&mut db.get().unwrap(), &viewer, &query).unwrap().count
+        };
+        assert_eq!(count(as_user(&bob), PostQuery::default()), 2, "published plus own drafts");
+        assert_eq!(count(as_user(&boss), PostQuery::default()), 3);
+        assert_eq!(count(Viewer::Anonymous, PostQuery::default()), 1);
+        let searching = PostQuery { search: Some("draft".into()), ..PostQuery::default() };
+        assert_eq!(count(as_user(&bob), searching.clone()), 1);
+        assert_eq!(titles(&db, as_user(&ann), searching), ["Ann draft"]);
         let drafts = PostQuery { status: Some(PostStatus::Draft), ..PostQuery::default() };
         assert!(titles(&db, Viewer::Anonymous, drafts.clone()).is_empty());
         assert_eq!(titles(&db, as_user(&bob), drafts), ["Bob draft"]);
@@ -188,7 +198,7 @@ backend_tests! {
         let ann = user(&mut conn, "ann@example.com", false);
         let bob = user(&mut conn, "bob@example.com", false);
         for (i, (author, title)) in [(&ann, "Alpha news"), (&bob, "beta NEWS"), (&ann, "Gamma"), (&bob, "100% sure_thing")].into_iter().enumerate() {
-            PostRepository::create(&mut conn, author.id, new_post(title, PostStatus::Published), at(i as i64)).unwrap();
+            PostRepository::create(&mut conn, &author.as_author(), new_post(title, PostStatus::Published), at(i as i64)).unwrap();
         }
         drop(conn);
         let q = |f: &dyn Fn(&mut PostQuery)| { let mut q = PostQuery::default(); f(&mut q); titles(&db, Viewer::Anonymous, q) };
@@ -204,6 +214,47 @@ backend_tests! {
         let mut conn = db.get().unwrap();
         let page = PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery { limit: 1, offset: 10, ..PostQuery::default() }).unwrap();
         assert_eq!((page.count, page.items.len()), (4, 0));
+    }
+
+    fn status_counters_follow_every_write_and_match_a_real_count(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let boss = user(&mut conn, "boss@example.com", true);
+        let mut posts = Vec::new();
+        for i in 0..6 {
+            let status = if i % 2 == 0 { PostStatus::Draft } else { PostStatus::Published };
+            posts.push(PostRepository::create(&mut conn, &ann.as_author(), new_post(&format!("p{i}"), status), now()).unwrap().0);
+        }
+        let publish = PostChanges { status: Some(PostStatus::Published), ..PostChanges::default() };
+        PostRepository::update(&mut conn, &posts[0], publish.clone(), now()).unwrap();
+        let (republished, _) = PostRepository::update(&mut conn, &posts[1], publish, now()).unwrap();
+        PostRepository::delete(&mut conn, &posts[2], now()).unwrap();
+        PostRepository::delete(&mut conn, &republished, now()).unwrap();
+        // A failed write moves no counter.
+        let _ = db.write_blocking(|c| {
+            PostRepository::create(c, &ann.as_author(), new_post("rolled back", PostStatus::Published), now())?;
+            Err::<(), _>(PersistenceError::NotFound)
+        });
+        let real = |status: &str| {
+            newspaper_persistence::schema::posts::table
+                .filter(newspaper_persistence::schema::posts::status.eq(status))
+                .count()
+                .get_result::<i64>(&mut db.get().unwrap())
+                .unwrap()
+        };
+        let counts = PostRepository::count_by_status(&mut conn).unwrap();
+        assert_eq!((counts.draft, counts.published), (real("draft"), real("published")));
+        assert_eq!((counts.draft, counts.published), (1, 3));
+        let staff = Viewer::User { id: boss.id, is_staff: true };
+        let anon = PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery::default()).unwrap();
+        assert_eq!(anon.count, 3);
+        assert_eq!(PostRepository::list_visible_to(&mut conn, &staff, &PostQuery::default()).unwrap().count, 4);
+        let drafts = PostQuery { status: Some(PostStatus::Draft), ..PostQuery::default() };
+        assert_eq!(PostRepository::list_visible_to(&mut conn, &staff, &drafts).unwrap().count, 1);
+        assert_eq!(PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &drafts).unwrap().count, 0);
+        let author = Viewer::User { id: ann.id, is_staff: false };
+        assert_eq!(PostRepository::list_visible_to(&mut conn, &author, &PostQuery::default()).unwrap().count, 4);
     }
 
     fn the_publishing_lease_has_one_holder_until_it_expires(test_db) {
@@ -233,7 +284,7 @@ backend_tests! {
         let mut seqs = Vec::new();
         for i in 0..6 {
             let when = if i < 4 { old } else { now() };
-            seqs.push(PostRepository::create(&mut conn, ann.id, new_post(&format!("p{i}"), PostStatus::Published), when).unwrap().1);
+            seqs.push(PostRepository::create(&mut conn, &ann.as_author(), new_post(&format!("p{i}"), PostStatus::Published), when).unwrap().1);
         }
         let cutoff = now() - Duration::days(1);
         // Nothing published yet: nothing may go.
@@ -290,10 +341,10 @@ backend_tests! {
             })
         };
         let writers: Vec<_> = (0..8).map(|w| {
-            let db = db.clone();
+            let (db, author) = (db.clone(), ann.as_author());
             std::thread::spawn(move || {
                 for i in 0..40 {
-                    db.write_blocking(|conn| PostRepository::create(conn, ann.id, new_post(&format!("w{w}-{i}"), PostStatus::Published), now())).unwrap();
+                    db.write_blocking(|conn| PostRepository::create(conn, &author, new_post(&format!("w{w}-{i}"), PostStatus::Published), now())).unwrap();
                 }
             })
         }).collect();

@@ -97,9 +97,9 @@ pub async fn create_post(
     let new = PostInput::parse(&body, true)?
         .into_new_post()
         .ok_or_else(|| ApiError::field("title", "This field is required."))?;
-    let author = user.user.id;
+    let author = user.user.as_author();
     let (post, _) =
-        state.db.write(move |conn| PostRepository::create(conn, author, new, now())).await?;
+        state.db.write(move |conn| PostRepository::create(conn, &author, new, now())).await?;
     state.realtime.committed();
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/posts/{}/", post.id)))

@@ -20,6 +20,9 @@ const MAX_BATCH: i64 = 256;
 /// Pause between rounds while working through a backlog, so that sessions drain their queues
 /// instead of overflowing.
 const BACKLOG_PAUSE: Duration = Duration::from_millis(5);
+/// How often the cursor is written back while publishing: a crash republishes at most this
+/// much (streams drop duplicates by seq), and writers are not slowed by a write per batch.
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// How often old history and expired blacklist entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -57,6 +60,8 @@ struct State {
     leader: bool,
     lease_renewed: Option<Instant>,
     last_prune: Instant,
+    /// The cursor as last written to the database, and when.
+    persisted: Option<(Seq, Instant)>,
 }
 
 impl Dispatcher {
@@ -85,6 +90,7 @@ impl Dispatcher {
             leader: self.mode == DispatchMode::Exclusive,
             lease_renewed: None,
             last_prune: Instant::now(),
+            persisted: None,
         };
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -126,6 +132,11 @@ impl Dispatcher {
                 }
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
+            }
+        }
+        if state.leader {
+            if let Err(err) = self.persist(&mut state).await {
+                tracing::warn!(error = %err, "could not save the dispatch cursor");
             }
         }
         if let DispatchMode::Leased { instance } = &self.mode {
@@ -197,7 +208,11 @@ impl Dispatcher {
         let batch = self.batch();
         let events =
             self.db.read(move |conn| OutboxRepository::list_after(conn, after, batch)).await?;
-        let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+        if events.is_empty() {
+            // Idle: a good moment to write back whatever was published since the last time.
+            self.persist(state).await?;
+            return Ok(0);
+        }
         let feed = GroupName::new(BLOG_FEED_GROUP)?;
         let mut prev = after;
         for event in &events {
@@ -209,14 +224,27 @@ impl Dispatcher {
             prev = event.seq;
             state.cursor = Some(prev);
         }
+        if state.persisted.is_none_or(|(_, at)| at.elapsed() >= PERSIST_EVERY) {
+            self.persist(state).await?;
+        }
+        Ok(events.len())
+    }
+
+    /// Writes the cursor back (if it moved), while this instance still leads.
+    async fn persist(&self, state: &mut State) -> Result<(), ApiError> {
+        let Some(cursor) = state.cursor else { return Ok(()) };
+        if state.persisted.is_some_and(|(seq, _)| seq == cursor) {
+            return Ok(());
+        }
         let leader = match &self.mode {
             DispatchMode::Exclusive => None,
             DispatchMode::Leased { instance } => Some(instance.clone()),
         };
         let still_leader = self
             .db
-            .write(move |conn| OutboxRepository::mark_published(conn, last, leader.as_deref()))
+            .write(move |conn| OutboxRepository::mark_published(conn, cursor, leader.as_deref()))
             .await?;
+        state.persisted = Some((cursor, Instant::now()));
         if !still_leader {
             tracing::warn!(
                 "lost the publishing lease while publishing; another instance takes over"
@@ -224,7 +252,7 @@ impl Dispatcher {
             state.leader = false;
             state.lease_renewed = None;
         }
-        Ok(events.len())
+        Ok(())
     }
 
     async fn prune(&self) -> Result<(), ApiError> {
