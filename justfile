@@ -21,10 +21,9 @@ fmt:
 e2e:
     NEWSPAPER_REQUIRE_BROWSER=1 cargo test -p newspaper-tests --test browser -- --nocapture
 
-# Load test; see docs/benchmarks.md for the scenarios and numbers.
-bench:
-    cargo build --release -p newspaper-server -p newspaper-loadgen
-    ./target/release/loadgen --help
+# Benchmarks of docs/benchmarks.md (release build, fresh server per scenario).
+bench *scenarios:
+    apps/loadgen/bench.sh {{scenarios}}
 
 # Everything CI does.
 ci:

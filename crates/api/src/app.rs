@@ -128,6 +128,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(openapi::docs)),
     );
     route(cfg, "/ws/blog/", "GET", |r| r.route(web::get().to(realtime::blog_feed_socket)));
+    route(cfg, "/ws-demo/", GET, |r| {
+        r.route(web::get().to(crate::pages::ws_demo)).route(web::head().to(crate::pages::ws_demo))
+    });
     route(cfg, "/", GET, |r| {
         r.route(web::get().to(crate::pages::index)).route(web::head().to(crate::pages::index))
     });

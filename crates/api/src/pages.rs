@@ -13,6 +13,7 @@ use crate::state::AppState;
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../../templates/base.html")),
     ("index.html", include_str!("../../../templates/index.html")),
+    ("ws_demo.html", include_str!("../../../templates/ws_demo.html")),
 ];
 
 /// The compiled templates.
@@ -58,6 +59,14 @@ fn base_context(req: &HttpRequest) -> Context {
     context.insert("host", req.connection_info().host());
     context.insert("version", env!("CARGO_PKG_VERSION"));
     context
+}
+
+/// `/ws-demo/`: the live demo page.
+pub async fn ws_demo(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    state.pages.render("ws_demo.html", &base_context(&req))
 }
 
 /// `/`: what this is and where to go.
