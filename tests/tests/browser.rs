@@ -160,7 +160,7 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
     let (mut browser, events, _profile) = launch().await;
 
     // Two independent sessions, as two people on two machines.
-    let pages = vec![open(&browser, &url).await, open(&browser, &url).await];
+    let pages = [open(&browser, &url).await, open(&browser, &url).await];
     let (a, b) = (&pages[0], &pages[1]);
     for (page, name) in [(a, "a"), (b, "b")] {
         wait_until(
