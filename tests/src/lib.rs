@@ -1,6 +1,7 @@
 //! The one helper every black-box test uses: spawn the real server on port 0 against a fresh
 //! database, then talk to it over real HTTP and real WebSockets.
 
+mod process;
 mod ws;
 
 use std::sync::{Arc, Once};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use newspaper_api::{Application, ApplicationHandle, Settings};
 pub use newspaper_persistence::testing::{POSTGRES_URL_VAR, TestDatabase};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
+pub use process::{RedisServer, ServerProcess, free_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

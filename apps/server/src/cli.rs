@@ -64,6 +64,9 @@ pub struct Config {
     /// `memory` (one instance) or redis://HOST:PORT (several instances).
     #[arg(long, env = "NEWSPAPER_CHANNEL_LAYER", default_value = "memory", global = true)]
     pub channel_layer: String,
+    /// Prefix of the Redis keys and channels; instances share a feed when they share it.
+    #[arg(long, env = "NEWSPAPER_REDIS_NAMESPACE", default_value = "newspaper", global = true)]
+    pub redis_namespace: String,
     /// Signing key for tokens; required unless --debug.
     #[arg(long, env = "NEWSPAPER_SECRET_KEY", hide_env_values = true, global = true)]
     pub secret_key: Option<String>,
@@ -122,6 +125,7 @@ impl Config {
         settings.bind = self.bind;
         settings.database_pool_size = self.database_pool_size;
         settings.channel_layer = ChannelLayerSetting::parse(&self.channel_layer)?;
+        settings.redis_namespace = self.redis_namespace.clone();
         settings.secret_key = self.secret_key.clone().filter(|s| !s.is_empty());
         settings.debug = self.debug;
         settings.allowed_origins = self

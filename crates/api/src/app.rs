@@ -8,7 +8,9 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, Resource, web};
-use newspaper_events::{ChannelLayer, InMemoryChannelLayer, LayerConfig};
+use newspaper_events::{
+    ChannelLayer, InMemoryChannelLayer, LayerConfig, RedisChannelLayer, RedisOptions,
+};
 use newspaper_persistence::{Database, PersistenceError, PoolOptions};
 use tokio::task::JoinHandle;
 
@@ -219,9 +221,17 @@ impl Application {
                 (Arc::new(InMemoryChannelLayer::new(layer_config)), DispatchMode::Exclusive)
             }
             ChannelLayerSetting::Redis(url) => {
-                return Err(StartupError::ChannelLayer(format!(
-                    "the Redis layer ({url}) is not available in this build"
-                )));
+                let options = RedisOptions {
+                    namespace: settings.redis_namespace.clone(),
+                    ..RedisOptions::default()
+                };
+                let layer = RedisChannelLayer::new(url, layer_config, options)
+                    .map_err(|e| StartupError::ChannelLayer(e.to_string()))?;
+                // Serve HTTP even while Redis is down; the layer keeps reconnecting.
+                if let Err(err) = layer.ready().await {
+                    tracing::warn!(error = %err, "Redis is not reachable yet; serving HTTP and retrying");
+                }
+                (Arc::new(layer), DispatchMode::Leased { instance: instance.clone() })
             }
         };
         let shared = mode != DispatchMode::Exclusive;

@@ -89,6 +89,8 @@ pub struct Settings {
     pub database_pool_size: Option<u32>,
     /// The channel layer.
     pub channel_layer: ChannelLayerSetting,
+    /// Prefix of the Redis keys and channels; instances share a feed when they share it.
+    pub redis_namespace: String,
     /// HS256 signing key for JWTs and reset tokens. Required unless `debug`.
     pub secret_key: Option<String>,
     /// Development mode: generated secret if none, reset tokens in responses, localhost
@@ -130,6 +132,7 @@ impl Settings {
             database_url,
             database_pool_size: None,
             channel_layer: ChannelLayerSetting::Memory,
+            redis_namespace: "newspaper".into(),
             secret_key: None,
             debug: false,
             allowed_origins: Vec::new(),

@@ -98,7 +98,7 @@ impl ChannelShared {
         self.state.load(Ordering::Acquire) == OPEN
     }
 
-    #[allow(dead_code)] // for the broker-backed layer
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn interrupt(&self) {
         if self.is_open() {
             self.interrupted.store(true, Ordering::Release);

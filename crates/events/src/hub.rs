@@ -79,12 +79,12 @@ impl Hub {
         &self.config
     }
 
-    #[allow(dead_code)] // for the broker-backed layer
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    #[allow(dead_code)] // for the broker-backed layer
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn is_local(&self, channel: &ChannelName) -> bool {
         channel.prefix() == self.prefix
     }
@@ -227,7 +227,7 @@ impl Hub {
     }
 
     /// Tells every open channel that messages may have been lost.
-    #[allow(dead_code)] // for the broker-backed layer
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn interrupt_all(&self) {
         for shard in &self.channels {
             for channel in lock(shard).values() {

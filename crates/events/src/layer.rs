@@ -80,6 +80,12 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// The tunables this layer runs with.
     fn config(&self) -> &LayerConfig;
 
+    /// Resolves once the layer can deliver messages (a broker-backed layer has subscribed);
+    /// fails if that does not happen soon. Sends before then may be lost.
+    async fn ready(&self) -> Result<(), LayerError> {
+        Ok(())
+    }
+
     /// Shuts the layer down: every receiver of this process gets `RecvError::Closed`.
     async fn close(&self);
 }

@@ -40,6 +40,8 @@ mod hub;
 mod layer;
 mod memory;
 mod names;
+#[cfg(feature = "redis")]
+mod redis_layer;
 
 pub use channel::{ChannelReceiver, Message, RecvError};
 pub use error::LayerError;
@@ -47,3 +49,5 @@ pub use feed::{BLOG_FEED_GROUP, FeedEnvelope, post_group};
 pub use layer::{ChannelLayer, LayerConfig};
 pub use memory::InMemoryChannelLayer;
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN};
+#[cfg(feature = "redis")]
+pub use redis_layer::{RedisChannelLayer, RedisOptions};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use newspaper_events::{
     ChannelLayer, GroupName, InMemoryChannelLayer, LayerConfig, LayerError, RecvError,
 };
@@ -13,20 +14,66 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The layers under test. A factory is called once per simulated process; layers from one
-/// factory call share state the way processes share a broker.
+/// Opens another process's view of one cluster.
+type Opener = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn ChannelLayer>>>;
+
+/// The layers under test. Layers from one `cluster` share state the way processes share a
+/// broker; `None` means the layer cannot run here (and the test says so).
 trait Factory {
-    /// A new "cluster": returns a function that opens another process's view of it.
-    fn cluster(config: LayerConfig) -> Box<dyn Fn() -> Arc<dyn ChannelLayer>>;
+    fn cluster(config: LayerConfig) -> Option<Opener>;
 }
 
 struct Memory;
 impl Factory for Memory {
-    fn cluster(config: LayerConfig) -> Box<dyn Fn() -> Arc<dyn ChannelLayer>> {
+    fn cluster(config: LayerConfig) -> Option<Opener> {
         // One process only: every "open" returns the same layer.
         let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryChannelLayer::new(config));
-        Box::new(move || layer.clone())
+        Some(Box::new(move || {
+            let layer = layer.clone();
+            Box::pin(async move { layer })
+        }))
     }
+}
+
+struct Redis;
+impl Factory for Redis {
+    fn cluster(config: LayerConfig) -> Option<Opener> {
+        let Some(url) = std::env::var("NEWSPAPER_TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+        else {
+            eprintln!(
+                "skipped: NEWSPAPER_TEST_REDIS_URL is not set, so the Redis layer is not tested"
+            );
+            return None;
+        };
+        // A namespace of its own, so tests running at once do not see each other.
+        let namespace = format!("test-{}", std::process::id()) + &format!("-{:x}", rand_suffix());
+        Some(Box::new(move || {
+            let (url, config, namespace) = (url.clone(), config.clone(), namespace.clone());
+            Box::pin(async move {
+                let options = newspaper_events::RedisOptions {
+                    namespace,
+                    process_ttl: Duration::from_secs(2),
+                    ..Default::default()
+                };
+                let layer = newspaper_events::RedisChannelLayer::new(&url, config, options)
+                    .expect("redis layer");
+                layer.ready().await.expect("subscribed to Redis");
+                Arc::new(layer) as Arc<dyn ChannelLayer>
+            })
+        }))
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    hasher.finish()
 }
 
 fn group(name: &str) -> GroupName {
@@ -55,8 +102,8 @@ where
 }
 
 async fn channels_deliver_in_order<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let (a, b) = (open(), open());
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let (a, b) = (open().await, open().await);
     let mut rx = a.new_channel().await.unwrap();
     for i in 0..20 {
         b.send(rx.name(), Bytes::from(format!("m{i}"))).await.unwrap();
@@ -68,8 +115,8 @@ async fn channels_deliver_in_order<F: Factory>() {
 }
 
 async fn group_send_reaches_members_only<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let (a, b) = (open(), open());
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let (a, b) = (open().await, open().await);
     let feed = group("blog_feed");
     let mut m1 = a.new_channel().await.unwrap();
     let mut m2 = b.new_channel().await.unwrap();
@@ -88,8 +135,8 @@ async fn group_send_reaches_members_only<F: Factory>() {
 }
 
 async fn members_share_one_copy_of_a_message<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let a = open().await;
     let feed = group("shared");
     let mut m1 = a.new_channel().await.unwrap();
     let mut m2 = a.new_channel().await.unwrap();
@@ -97,14 +144,14 @@ async fn members_share_one_copy_of_a_message<F: Factory>() {
     a.group_add(&feed, m2.name()).await.unwrap();
     eventually(|| async { a.group_size(&feed).await.unwrap() == 2 }).await;
     let payload = Bytes::from(vec![b'x'; 4096]);
-    open().group_send(&feed, payload).await.unwrap();
+    open().await.group_send(&feed, payload).await.unwrap();
     let (x, y) = (recv(&mut m1).await, recv(&mut m2).await);
     assert_eq!(x.as_ptr(), y.as_ptr(), "local members must share the same buffer");
 }
 
 async fn discard_stops_delivery<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let a = open().await;
     let g = group("post.1");
     let mut rx = a.new_channel().await.unwrap();
     a.group_add(&g, rx.name()).await.unwrap();
@@ -117,8 +164,10 @@ async fn discard_stops_delivery<F: Factory>() {
 }
 
 async fn a_full_channel_lags_without_hurting_others<F: Factory>() {
-    let open = F::cluster(LayerConfig { capacity: 3, ..LayerConfig::default() });
-    let (a, b) = (open(), open());
+    let Some(open) = F::cluster(LayerConfig { capacity: 3, ..LayerConfig::default() }) else {
+        return;
+    };
+    let (a, b) = (open().await, open().await);
     let feed = group("blog_feed");
     let mut slow = a.new_channel().await.unwrap();
     let mut fast = a.new_channel().await.unwrap();
@@ -138,8 +187,8 @@ async fn a_full_channel_lags_without_hurting_others<F: Factory>() {
 }
 
 async fn dropping_the_receiver_leaves_every_group<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let a = open().await;
     let (g1, g2) = (group("g1"), group("g2"));
     let rx = a.new_channel().await.unwrap();
     a.group_add(&g1, rx.name()).await.unwrap();
@@ -157,11 +206,13 @@ async fn dropping_the_receiver_leaves_every_group<F: Factory>() {
 }
 
 async fn memberships_expire_unless_renewed<F: Factory>() {
-    let open = F::cluster(LayerConfig {
+    let Some(open) = F::cluster(LayerConfig {
         group_expiry: Duration::from_millis(300),
         ..LayerConfig::default()
-    });
-    let a = open();
+    }) else {
+        return;
+    };
+    let a = open().await;
     let g = group("expiring");
     let mut stale = a.new_channel().await.unwrap();
     let mut renewed = a.new_channel().await.unwrap();
@@ -179,8 +230,8 @@ async fn memberships_expire_unless_renewed<F: Factory>() {
 
 async fn names_are_validated<F: Factory>() {
     assert!(matches!(GroupName::new("has space"), Err(LayerError::InvalidName(_))));
-    let open = F::cluster(LayerConfig::default());
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let a = open().await;
     let other = InMemoryChannelLayer::default();
     let foreign = other.new_channel().await.unwrap();
     // A channel can only be added to groups by the process that owns it.
@@ -188,16 +239,18 @@ async fn names_are_validated<F: Factory>() {
 }
 
 async fn close_ends_every_receiver<F: Factory>() {
-    let open = F::cluster(LayerConfig::default());
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let a = open().await;
     let mut rx = a.new_channel().await.unwrap();
     a.close().await;
     assert_eq!(timeout(WAIT, rx.recv()).await.unwrap(), Err(RecvError::Closed));
 }
 
 async fn concurrent_churn_keeps_per_sender_order<F: Factory>() {
-    let open = F::cluster(LayerConfig { capacity: 10_000, ..LayerConfig::default() });
-    let a = open();
+    let Some(open) = F::cluster(LayerConfig { capacity: 10_000, ..LayerConfig::default() }) else {
+        return;
+    };
+    let a = open().await;
     let feed = group("churn");
     let mut steady = a.new_channel().await.unwrap();
     a.group_add(&feed, steady.name()).await.unwrap();
@@ -214,7 +267,7 @@ async fn concurrent_churn_keeps_per_sender_order<F: Factory>() {
             }
         })
     };
-    let sender = open();
+    let sender = open().await;
     for i in 0..500u32 {
         sender.group_send(&feed, Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
     }
@@ -226,10 +279,10 @@ async fn concurrent_churn_keeps_per_sender_order<F: Factory>() {
 }
 
 macro_rules! suite {
-    ($module:ident, $factory:ty, $guard:expr) => {
+    ($module:ident, $factory:ty) => {
         mod $module {
             use super::*;
-            suite!(@tests $factory, $guard,
+            suite!(@tests $factory,
                 channels_deliver_in_order,
                 group_send_reaches_members_only,
                 members_share_one_copy_of_a_message,
@@ -242,15 +295,15 @@ macro_rules! suite {
                 concurrent_churn_keeps_per_sender_order);
         }
     };
-    (@tests $factory:ty, $guard:expr, $($name:ident),*) => {
+    (@tests $factory:ty, $($name:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                if !($guard)() { return; }
                 super::$name::<$factory>().await;
             }
         )*
     };
 }
 
-suite!(memory, Memory, || true);
+suite!(memory, Memory);
+suite!(redis, Redis);

@@ -122,6 +122,14 @@ impl DatabaseUrl {
         Ok(DatabaseUrl::Sqlite(raw.to_owned()))
     }
 
+    /// The URL as given, password included: for handing to another process, never for logs.
+    pub fn as_connection_string(&self) -> &str {
+        match self {
+            DatabaseUrl::Sqlite(path) => path,
+            DatabaseUrl::Postgres(url) => url,
+        }
+    }
+
     /// The backend this URL selects.
     pub fn backend(&self) -> Backend {
         match self {

@@ -204,16 +204,31 @@ impl OutboxRepository {
         through: Seq,
         leader: Option<&str>,
     ) -> Result<bool, PersistenceError> {
-        let target = outbox_state::table.find(1).filter(outbox_state::published_seq.lt(through.0));
-        let rows = match leader {
-            Some(leader) => diesel::update(target.filter(outbox_state::leader.eq(leader)))
+        match leader {
+            Some(leader) => {
+                // Matches whenever `leader` holds the lease, even if the cursor is already
+                // there (so "no row changed" means "lost the lease"); never moves it back.
+                let advanced = diesel::dsl::case_when::<_, _, diesel::sql_types::BigInt>(
+                    outbox_state::published_seq.lt(through.0),
+                    through.0,
+                )
+                .otherwise(outbox_state::published_seq);
+                let rows = diesel::update(
+                    outbox_state::table.find(1).filter(outbox_state::leader.eq(leader)),
+                )
+                .set(outbox_state::published_seq.eq(advanced))
+                .execute(conn)?;
+                Ok(rows == 1)
+            }
+            None => {
+                diesel::update(
+                    outbox_state::table.find(1).filter(outbox_state::published_seq.lt(through.0)),
+                )
                 .set(outbox_state::published_seq.eq(through.0))
-                .execute(conn)?,
-            None => diesel::update(target)
-                .set(outbox_state::published_seq.eq(through.0))
-                .execute(conn)?,
-        };
-        Ok(rows == 1 || leader.is_none())
+                .execute(conn)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Deletes published events that are both older than `older_than` and not among the newest

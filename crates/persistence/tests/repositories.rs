@@ -267,6 +267,9 @@ backend_tests! {
         assert!(!OutboxRepository::mark_published(&mut conn, Seq(5), Some("b")).unwrap());
         assert!(OutboxRepository::mark_published(&mut conn, Seq(5), Some("a")).unwrap());
         assert_eq!(OutboxRepository::state(&mut conn).unwrap().published, Seq(5));
+        assert!(OutboxRepository::mark_published(&mut conn, Seq(5), Some("a")).unwrap(), "still the leader when nothing moved");
+        assert!(OutboxRepository::mark_published(&mut conn, Seq(3), Some("a")).unwrap());
+        assert_eq!(OutboxRepository::state(&mut conn).unwrap().published, Seq(5), "never moves back");
         let later = t0 + Duration::seconds(30);
         assert!(OutboxRepository::acquire_lease(&mut conn, "b", later + Duration::seconds(10), later).unwrap(), "expired lease is taken over");
         OutboxRepository::release_lease(&mut conn, "a").unwrap();

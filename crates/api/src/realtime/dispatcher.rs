@@ -121,14 +121,28 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = self.realtime.inner.dispatch_wake.notified() => {}
-                _ = async {
+                woke = async {
                     match remote_wake.as_mut() {
-                        Some(rx) => { let _ = rx.recv().await; }
+                        Some(rx) => rx.recv().await.map(|_| ()),
                         None => std::future::pending().await,
                     }
                 } => {
                     // Another instance committed: pages cached here may be out of date.
                     self.realtime.content_changed();
+                    match (woke, remote_wake.as_mut()) {
+                        (Ok(()), Some(rx)) => {
+                            // Bursts coalesce into one round.
+                            let mut burst = Vec::new();
+                            rx.drain_ready(&mut burst, usize::MAX);
+                        }
+                        (Ok(()), None) | (Err(newspaper_events::RecvError::Interrupted), _) => {}
+                        (Err(_), _) => {
+                            // The wake channel overflowed or closed: join again with a new one.
+                            if let Some(group) = &wake_group {
+                                remote_wake = self.join_wake_group(group).await;
+                            }
+                        }
+                    }
                 }
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
