@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/posts/{id}/"),
     ("GET", "/api/realtime/stats/"),
     ("GET", "/api/schema/"),
+    ("GET", "/api/health/"),
     ("GET", "/ws/blog/"),
 ];
 

@@ -276,6 +276,17 @@ app_tests! {
 }
 
 #[tokio::test]
+async fn health_reports_the_database_and_the_channel_layer() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get("/api/health/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&body["status"], &body["database"], &body["channel_layer"]),
+        (&json!("ok"), &json!("ok"), &json!("ok"))
+    );
+}
+
+#[tokio::test]
 async fn search_escapes_like_wildcards() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann@example.com").await;

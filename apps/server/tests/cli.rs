@@ -36,6 +36,24 @@ fn migrate_applies_once_then_reports_up_to_date() {
 }
 
 #[test]
+fn migrate_works_on_postgresql_too() {
+    let Some(database) = newspaper_persistence::testing::TestDatabase::postgres_from_env() else {
+        return;
+    };
+    let url = database.url().as_connection_string().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let unused = dir.path().join("unused.db");
+    let (code, out, err) =
+        run(newspaper(&unused).env("NEWSPAPER_DATABASE_URL", &url).args(["--debug", "migrate"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("applied").count(), 4, "{out}");
+    let (code, out, _) =
+        run(newspaper(&unused).env("NEWSPAPER_DATABASE_URL", &url).args(["--debug", "migrate"]));
+    assert_eq!((code, out.contains("up to date")), (0, true), "{out}");
+    assert!(!unused.exists(), "no SQLite file appears when PostgreSQL is selected");
+}
+
+#[test]
 fn create_user_makes_staff_and_refuses_duplicates_and_weak_passwords() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("news.db");

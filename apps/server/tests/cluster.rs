@@ -185,6 +185,8 @@ async fn two_instances_share_the_feed_through_a_crash_and_a_redis_restart() {
         .await
         .unwrap();
     assert_eq!(listed["count"], 2, "reads work while Redis is down");
+    let health = http.get(format!("{base_a}/api/health/")).send().await.unwrap();
+    assert_eq!(health.status(), 503, "the load balancer hears about it");
     redis.restart();
     post(
         &http,
@@ -194,6 +196,11 @@ async fn two_instances_share_the_feed_through_a_crash_and_a_redis_restart() {
         json!({"title": "After the outage", "status": "published"}),
     )
     .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base_a}/api/health/")).send().await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never healthy again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for client in [&mut resumed, &mut on_a] {
         let after = events(client, 3, before_outage).await;
         assert_eq!(

@@ -121,6 +121,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         r.route(web::get().to(realtime::realtime_stats))
             .route(web::head().to(realtime::realtime_stats))
     });
+    route(cfg, "/api/health/", GET, |r| {
+        r.route(web::get().to(crate::health::health)).route(web::head().to(crate::health::health))
+    });
     route(cfg, "/api/schema/", GET, |r| {
         r.route(web::get().to(openapi::schema)).route(web::head().to(openapi::schema))
     });

@@ -22,6 +22,7 @@
 mod app;
 pub mod auth;
 mod error;
+pub mod health;
 mod json_body;
 mod middleware;
 pub mod openapi;

@@ -50,6 +50,7 @@ impl Modify for BearerScheme {
         posts::handlers::destroy_post,
         realtime::stats::realtime_stats,
         realtime::endpoint::blog_feed_socket,
+        crate::health::health,
         schema,
     ),
     modifiers(&BearerScheme),
@@ -57,7 +58,7 @@ impl Modify for BearerScheme {
         (name = "auth", description = "Accounts and tokens"),
         (name = "posts", description = "Posts"),
         (name = "realtime", description = "The live feed"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document and the instance's health"),
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,6 @@
 //! Embedded migrations, one folder per dialect, chosen by the connection's backend.
 
+use diesel::connection::SimpleConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::{DbConnection, PersistenceError};
@@ -7,11 +8,20 @@ use crate::{DbConnection, PersistenceError};
 const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
-/// Applies every pending migration; returns the versions applied.
+/// Key of the PostgreSQL advisory lock held while migrating ("migr" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6D69_6772;
+
+/// Applies every pending migration; returns the versions applied. On PostgreSQL, instances
+/// starting together take turns: the first migrates, the others then find nothing to do.
 pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceError> {
     let applied = match conn {
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE).map(versions),
-        DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES).map(versions),
+        DbConnection::Postgres(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let applied = c.run_pending_migrations(POSTGRES).map(versions);
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+            applied
+        }
     };
     applied.map_err(|e| PersistenceError::Migration(e.to_string()))
 }

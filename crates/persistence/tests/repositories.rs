@@ -61,6 +61,21 @@ backend_tests! {
         user(&mut conn, "a@example.com", false);
     }
 
+    fn instances_migrating_at_once_do_not_collide(test_db) {
+        let url = test_db.url().clone();
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let db = Database::connect(&url, newspaper_persistence::PoolOptions::for_backend(url.backend())).unwrap();
+                    db.run_migrations().unwrap().len()
+                })
+            })
+            .collect();
+        let applied: Vec<usize> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        assert_eq!(applied.iter().sum::<usize>(), 4, "each migration applied once: {applied:?}");
+    }
+
     fn schema_rs_matches_the_migrated_database(test_db) {
         use newspaper_persistence::schema::*;
         let db = test_db.migrated();
