@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md against a fresh release server on this machine and
 # prints the results. Usage: apps/loadgen/bench.sh [scenario...]
-# Scenarios: http fanout-latency fanout-throughput idle (default: all).
+# Scenarios: http fanout-latency fanout-throughput idle (default), and with PostgreSQL and Redis
+# (NEWSPAPER_BENCH_POSTGRES_URL, NEWSPAPER_BENCH_REDIS_URL): http-postgres cluster idle-cluster.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,6 +23,83 @@ start_server() {
   SERVER_PID=$!
   for _ in $(seq 1 50); do curl -sf http://127.0.0.1:8000/api/posts/ >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
+}
+
+PG_SERVER=${NEWSPAPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_URL=${PG_SERVER%/*}/newspaper_bench
+REDIS_URL=${NEWSPAPER_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+
+fresh_postgres() {
+  psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS newspaper_bench WITH (FORCE)" >/dev/null
+  psql "$PG_SERVER" -qc "CREATE DATABASE newspaper_bench" >/dev/null
+}
+
+# start_instance PORT NAME [flags...]: a server on PostgreSQL and Redis.
+start_instance() {
+  local port=$1 name=$2; shift 2
+  "$SERVER" --secret-key bench --auth-rate-limit 0 --log warn --database-url "$PG_URL" \
+    --channel-layer "$REDIS_URL" --redis-namespace "bench-$$" --instance-id "$name" \
+    --bind "127.0.0.1:$port" "$@" 2>"$WORK/$name.log" &
+  echo $! >"$WORK/$name.pid"
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/api/health/" >/dev/null && return; sleep 0.1; done
+  echo "instance $name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+stop_all() {
+  pkill -f "$SERVER" 2>/dev/null || true
+  sleep 1
+}
+
+scenario_http_postgres() {
+  echo "## HTTP on PostgreSQL (one instance, Redis layer), 64 concurrent clients, 1,000 posts"
+  stop_all; fresh_postgres
+  start_instance 8000 one
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --concurrency 64 --duration 10 --seed 1000
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --authenticated --concurrency 64 --duration 10 --seed 0
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode create --concurrency 64 --duration 10
+  stop_all
+}
+
+scenario_cluster() {
+  for n in 1 2; do
+    echo "## Fan-out through Redis: $n instance(s), 10,000 clients spread over them"
+    stop_all; fresh_postgres
+    local urls="" pids=""
+    for i in $(seq 1 "$n"); do
+      start_instance $((8000 + i)) "i$i"
+      urls="${urls:+$urls,}http://127.0.0.1:$((8000 + i))"
+      pids="${pids:+$pids,}$(cat "$WORK/i$i.pid")"
+    done
+    "$LOADGEN" fanout --url "$urls" --server-pid "$pids" --clients 10000 --posts 30 --rate 1
+    "$LOADGEN" fanout --url "$urls" --server-pid "$pids" --clients 10000 --posts 300 --rate 20
+  done
+  stop_all
+}
+
+scenario_idle_cluster() {
+  # One process may hold about 19,000 sockets here (hard limit 20,000 open files), so 51,000
+  # connections take three instances and three load processes.
+  echo "## Idle connections through Redis: 3 instances x 17,000"
+  stop_all; fresh_postgres
+  for i in 1 2 3; do start_instance $((8000 + i)) "i$i"; done
+  local pids="$(cat "$WORK/i1.pid"),$(cat "$WORK/i2.pid"),$(cat "$WORK/i3.pid")"
+  local before=$(for p in ${pids//,/ }; do grep VmRSS /proc/$p/status | awk '{print $2}'; done | paste -sd+ | bc)
+  for i in 1 2 3; do
+    "$LOADGEN" idle --url "http://127.0.0.1:$((8000 + i))" --clients 17000 --hold 20 >"$WORK/idle$i.txt" 2>&1 &
+  done
+  # Measure while all three hold their connections.
+  for _ in $(seq 1 120); do
+    joined=$(curl -s http://127.0.0.1:8001/api/realtime/stats/ | sed -E 's/.*"blog_feed":([0-9]+).*/\1/')
+    [ "${joined:-0}" -ge 51000 ] && break
+    sleep 0.5
+  done
+  sleep 2
+  local after=$(for p in ${pids//,/ }; do grep VmRSS /proc/$p/status | awk '{print $2}'; done | paste -sd+ | bc)
+  echo "  connections joined (global presence): $joined"
+  echo "  server RSS, 3 instances: $((before / 1024)) MiB -> $((after / 1024)) MiB ($(echo "scale=2; ($after - $before) / $joined" | bc) KiB per connection)"
+  wait
+  cat "$WORK"/idle*.txt | grep -E "lost|still" || true
+  stop_all
 }
 
 scenario_http() {
