@@ -118,8 +118,9 @@ fn create_user(
     let hash = bcrypt::hash(password.expose(), settings.bcrypt_cost).map_err(|e| e.to_string())?;
     let db = open_database(settings)?;
     db.run_migrations().map_err(|e| e.to_string())?;
+    let shown = email.to_string();
     let user = db
-        .write_blocking(|conn| {
+        .write_blocking(move |conn| {
             let new = NewUser {
                 email: &email,
                 username: &username,
@@ -131,7 +132,7 @@ fn create_user(
         })
         .map_err(|e| match e {
             newspaper_persistence::PersistenceError::Conflict { .. } => {
-                format!("a user with email {email} already exists")
+                format!("a user with email {shown} already exists")
             }
             other => other.to_string(),
         })?;

@@ -7,6 +7,7 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::connection::ConnectionManager;
+use crate::group_commit::GroupCommitter;
 use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
 
 /// How the pool is sized and how long callers wait.
@@ -39,14 +40,17 @@ pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
 /// Handle to the database: cheap to clone, safe to share between threads.
 ///
-/// [`Database::read`] and [`Database::write`] run their closure on tokio's blocking pool, so a
-/// slow query never stalls an async worker. Writes run in one transaction each; on SQLite they
-/// are also serialized in-process and begin `IMMEDIATE`, so concurrent requests queue instead of
-/// failing with "database is locked".
+/// [`Database::read`] runs its closure on tokio's blocking pool, so a slow query never stalls an
+/// async worker. [`Database::write`] runs its closure in a transaction of its own on PostgreSQL;
+/// on SQLite, writes go to one writer thread that commits them in batches (each write in its own
+/// savepoint, told its outcome only after the commit), so concurrent requests neither fail with
+/// "database is locked" nor pay for a commit each.
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
     url: DatabaseUrl,
+    writer: Option<GroupCommitter>,
+    /// Serializes writes where there is no writer thread (an in-memory SQLite database).
     write_lock: Option<Arc<Mutex<()>>>,
 }
 
@@ -69,8 +73,13 @@ impl Database {
             // An embedded database cannot drop a connection; a server can, so check those.
             .test_on_check_out(url.backend() == Backend::Postgres)
             .build(manager)?;
-        let write_lock = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { pool, url: url.clone(), write_lock })
+        let (writer, write_lock) = match url.backend() {
+            // The writer needs a connection of its own, which `:memory:` cannot share.
+            Backend::Sqlite if url.is_in_memory() => (None, Some(Arc::new(Mutex::new(())))),
+            Backend::Sqlite => (Some(GroupCommitter::start(url, options.busy_timeout)?), None),
+            Backend::Postgres => (None, None),
+        };
+        Ok(Self { pool, url: url.clone(), writer, write_lock })
     }
 
     /// Which database this is.
@@ -109,20 +118,35 @@ impl Database {
         .await
     }
 
-    /// Runs a closure in one write transaction on the blocking pool: committed if it returns
-    /// `Ok`, rolled back if it returns `Err` (or panics).
+    /// Runs a closure as one atomic write: committed if it returns `Ok`, rolled back if it
+    /// returns `Err` (or panics). The result arrives only once the write is durable.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<PersistenceError> + Send + 'static,
     {
+        if let Some(writer) = &self.writer {
+            return writer.submit(f).await.unwrap_or_else(|_| Err(writer_gone().into()));
+        }
         let this = self.clone();
-        run_blocking(move || this.write_blocking(f)).await
+        run_blocking(move || this.write_in_own_transaction(f)).await
     }
 
-    /// [`Database::write`] for synchronous callers. Blocks.
+    /// [`Database::write`] for synchronous callers (not from inside an async task). Blocks.
     pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<PersistenceError> + Send + 'static,
+    {
+        if let Some(writer) = &self.writer {
+            return writer.submit(f).blocking_recv().unwrap_or_else(|_| Err(writer_gone().into()));
+        }
+        self.write_in_own_transaction(f)
+    }
+
+    fn write_in_own_transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E>,
         E: From<PersistenceError>,
@@ -158,7 +182,21 @@ where
         _ => Manager::begin_transaction(conn),
     };
     begun.map_err(PersistenceError::from)?;
-    match f(conn) {
+    // A panic rolls back like an error would, and is reported as one, so the connection (and,
+    // on SQLite, every other write of the batch) is left usable.
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %message, "a database write panicked; rolled back");
+            Err(PersistenceError::Task(format!("the write panicked: {message}")).into())
+        }
+    };
+    match outcome {
         Ok(value) => match Manager::commit_transaction(conn) {
             Ok(()) => Ok(value),
             Err(err) => {
@@ -173,6 +211,11 @@ where
             Err(err)
         }
     }
+}
+
+/// A write whose reply never came: the writer thread panicked on it or is gone.
+fn writer_gone() -> PersistenceError {
+    PersistenceError::Task("the write failed in the database writer".into())
 }
 
 async fn run_blocking<T, E, F>(f: F) -> Result<T, E>

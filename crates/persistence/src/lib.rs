@@ -46,6 +46,7 @@
 mod connection;
 mod database;
 mod error;
+mod group_commit;
 pub mod migrations;
 mod outbox;
 mod posts;

@@ -159,8 +159,9 @@ backend_tests! {
     fn a_failed_transaction_leaves_neither_post_nor_event(test_db) {
         let db = test_db.migrated();
         let ann = db.write_blocking(|conn| Ok::<_, PersistenceError>(user(conn, "ann@example.com", false))).unwrap();
-        let result: Result<(), PersistenceError> = db.write_blocking(|conn| {
-            PostRepository::create(conn, &ann.as_author(), new_post("Doomed", PostStatus::Published), now())?;
+        let author = ann.as_author();
+        let result: Result<(), PersistenceError> = db.write_blocking(move |conn| {
+            PostRepository::create(conn, &author, new_post("Doomed", PostStatus::Published), now())?;
             Err(PersistenceError::NotFound)
         });
         assert!(result.is_err());
@@ -170,6 +171,36 @@ backend_tests! {
         // A post by a user that does not exist fails on the author lookup and writes nothing.
         assert!(PostRepository::create(&mut conn, &newspaper_domain::AuthorRef { id: UserId(4242), username: "ghost".into() }, new_post("x", PostStatus::Draft), now()).is_err());
         assert!(OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap().is_empty());
+    }
+
+    fn failing_writes_roll_back_only_themselves_and_a_panic_hurts_nothing_later(test_db) {
+        let db = test_db.migrated();
+        let author = db.write_blocking(|conn| Ok::<_, PersistenceError>(user(conn, "ann@example.com", false))).unwrap().as_author();
+        let writers: Vec<_> = (0..40)
+            .map(|i| {
+                let (db, author) = (db.clone(), author.clone());
+                std::thread::spawn(move || {
+                    db.write_blocking(move |conn| {
+                        PostRepository::create(conn, &author, new_post(&format!("p{i}"), PostStatus::Published), now())?;
+                        if i % 3 == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+                    })
+                    .is_ok()
+                })
+            })
+            .collect();
+        let succeeded = writers.into_iter().map(|w| w.join().unwrap()).filter(|ok| *ok).count();
+        assert_eq!(succeeded, 26);
+        let page = PostRepository::list_visible_to(&mut db.get().unwrap(), &Viewer::Anonymous, &PostQuery { limit: 100, ..PostQuery::default() }).unwrap();
+        assert_eq!(page.count, 26);
+        assert!(page.items.iter().all(|p| p.title[1..].parse::<u32>().unwrap() % 3 != 0), "only the successful writes remain");
+        assert_eq!(OutboxRepository::list_after(&mut db.get().unwrap(), Seq(0), 100).unwrap().len(), 26);
+
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.write_blocking(|_conn| -> Result<(), PersistenceError> { panic!("a bug in a write") })
+        }));
+        assert!(matches!(panicked, Ok(Err(PersistenceError::Task(_)))), "the caller gets an error, not a hang");
+        let after = db.write_blocking(move |conn| PostRepository::create(conn, &author, new_post("after", PostStatus::Published), now()));
+        assert!(after.is_ok(), "writes keep working");
     }
 
     fn drafts_are_visible_to_their_author_and_staff_only(test_db) {
@@ -247,8 +278,9 @@ backend_tests! {
         PostRepository::delete(&mut conn, &posts[2], now()).unwrap();
         PostRepository::delete(&mut conn, &republished, now()).unwrap();
         // A failed write moves no counter.
-        let _ = db.write_blocking(|c| {
-            PostRepository::create(c, &ann.as_author(), new_post("rolled back", PostStatus::Published), now())?;
+        let author = ann.as_author();
+        let _ = db.write_blocking(move |c| {
+            PostRepository::create(c, &author, new_post("rolled back", PostStatus::Published), now())?;
             Err::<(), _>(PersistenceError::NotFound)
         });
         let real = |status: &str| {
@@ -362,7 +394,8 @@ backend_tests! {
             let (db, author) = (db.clone(), ann.as_author());
             std::thread::spawn(move || {
                 for i in 0..40 {
-                    db.write_blocking(|conn| PostRepository::create(conn, &author, new_post(&format!("w{w}-{i}"), PostStatus::Published), now())).unwrap();
+                    let author = author.clone();
+                    db.write_blocking(move |conn| PostRepository::create(conn, &author, new_post(&format!("w{w}-{i}"), PostStatus::Published), now())).unwrap();
                 }
             })
         }).collect();
