@@ -41,10 +41,10 @@ pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 /// Handle to the database: cheap to clone, safe to share between threads.
 ///
 /// [`Database::read`] runs its closure on tokio's blocking pool, so a slow query never stalls an
-/// async worker. [`Database::write`] runs its closure in a transaction of its own on PostgreSQL;
-/// on SQLite, writes go to one writer thread that commits them in batches (each write in its own
-/// savepoint, told its outcome only after the commit), so concurrent requests neither fail with
-/// "database is locked" nor pay for a commit each.
+/// async worker. [`Database::write`] hands its closure to one writer thread per database that
+/// commits writes in batches (each in its own savepoint, told its outcome only after the
+/// commit), so concurrent requests neither fail with "database is locked" nor pay for a commit
+/// (and, on PostgreSQL, a WAL flush) each.
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
@@ -73,11 +73,13 @@ impl Database {
             // An embedded database cannot drop a connection; a server can, so check those.
             .test_on_check_out(url.backend() == Backend::Postgres)
             .build(manager)?;
-        let (writer, write_lock) = match url.backend() {
+        let (writer, write_lock) = if url.is_in_memory() {
             // The writer needs a connection of its own, which `:memory:` cannot share.
-            Backend::Sqlite if url.is_in_memory() => (None, Some(Arc::new(Mutex::new(())))),
-            Backend::Sqlite => (Some(GroupCommitter::start(url, options.busy_timeout)?), None),
-            Backend::Postgres => (None, None),
+            (None, Some(Arc::new(Mutex::new(()))))
+        } else {
+            // Writes serialize anyway (SQLite's single writer; the outbox lock on PostgreSQL),
+            // so batching them into fewer commits is pure gain.
+            (Some(GroupCommitter::start(url, options.busy_timeout)?), None)
         };
         Ok(Self { pool, url: url.clone(), writer, write_lock })
     }

@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 use newspaper_domain::{Timestamp, UserId};
 
+use crate::connection::on_backend;
 use crate::schema::refresh_token_blacklist as blacklist;
 use crate::{DbConnection, PersistenceError};
 
@@ -19,19 +20,19 @@ impl RefreshTokenRepository {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, PersistenceError> {
-        let inserted = diesel::insert_into(blacklist::table)
-            .values((
-                blacklist::jti.eq(jti),
-                blacklist::user_id.eq(user.0),
-                blacklist::expires_at.eq(expires_at.naive_utc()),
-                blacklist::blacklisted_at.eq(now.naive_utc()),
-            ))
-            .execute(conn);
-        match inserted.map_err(PersistenceError::from) {
-            Ok(_) => Ok(true),
-            Err(PersistenceError::Conflict { .. }) => Ok(false),
-            Err(other) => Err(other),
-        }
+        // ON CONFLICT rather than catching the violation: on PostgreSQL a failed statement
+        // would abort the whole transaction it runs in.
+        let values = (
+            blacklist::jti.eq(jti),
+            blacklist::user_id.eq(user.0),
+            blacklist::expires_at.eq(expires_at.naive_utc()),
+            blacklist::blacklisted_at.eq(now.naive_utc()),
+        );
+        let inserted = on_backend!(conn, |c| diesel::insert_into(blacklist::table)
+            .values(values.clone())
+            .on_conflict_do_nothing()
+            .execute(c))?;
+        Ok(inserted == 1)
     }
 
     /// Whether the token with this `jti` was blacklisted.
