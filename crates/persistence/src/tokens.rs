@@ -29,7 +29,7 @@ impl RefreshTokenRepository {
             blacklist::blacklisted_at.eq(now.naive_utc()),
         );
         let inserted = on_backend!(conn, |c| diesel::insert_into(blacklist::table)
-            .values(values.clone())
+            .values(values)
             .on_conflict_do_nothing()
             .execute(c))?;
         Ok(inserted == 1)
