@@ -164,6 +164,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct ApplicationHandle {
     realtime: Realtime,
+    layer: Arc<dyn ChannelLayer>,
     server: ServerHandle,
 }
 
@@ -171,6 +172,8 @@ impl ApplicationHandle {
     /// Closes every WebSocket with 1001, then stops accepting and finishes in-flight requests.
     pub async fn shutdown(&self) {
         self.realtime.shutdown();
+        // Every stream's channel closes; its session says goodbye with 1001.
+        self.layer.close().await;
         // Let sessions queue their close frames before the server stops polling them.
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.server.stop(true).await;
@@ -296,7 +299,7 @@ impl Application {
             tokio::spawn(realtime::forward_remote_wakes(layer.clone(), realtime.clone())),
         ];
         tracing::info!(%instance, address = %settings.bind.ip(), port, "listening");
-        let handle = ApplicationHandle { realtime, server: server.handle() };
+        let handle = ApplicationHandle { realtime, layer: layer.clone(), server: server.handle() };
         Ok(Self { port, server, handle, tasks, layer })
     }
 

@@ -71,6 +71,11 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// receiver.
     async fn group_send(&self, group: &GroupName, message: Message) -> Result<(), LayerError>;
 
+    /// Offers a message to this process's members of the group only, for information that is
+    /// per process anyway (each process computes the same presence count, say). Never blocks,
+    /// never fails.
+    fn broadcast_local(&self, group: &GroupName, message: Message);
+
     /// How many channels are members of the group, across every process sharing the layer.
     async fn group_size(&self, group: &GroupName) -> Result<usize, LayerError>;
 

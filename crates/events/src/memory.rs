@@ -66,6 +66,10 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(())
     }
 
+    fn broadcast_local(&self, group: &GroupName, message: Message) {
+        self.hub.fan_out(group, &message);
+    }
+
     async fn group_size(&self, group: &GroupName) -> Result<usize, LayerError> {
         Ok(self.hub.local_size(group))
     }

@@ -376,6 +376,10 @@ impl ChannelLayer for RedisChannelLayer {
             .map_err(unavailable)
     }
 
+    fn broadcast_local(&self, group: &GroupName, message: Message) {
+        self.shared.hub.fan_out(group, &message);
+    }
+
     async fn group_size(&self, group: &GroupName) -> Result<usize, LayerError> {
         let mut connection = self.shared.publisher.clone();
         let others: i64 = redis::Script::new(GROUP_SIZE_SCRIPT)

@@ -149,6 +149,24 @@ async fn members_share_one_copy_of_a_message<F: Factory>() {
     assert_eq!(x.as_ptr(), y.as_ptr(), "local members must share the same buffer");
 }
 
+async fn broadcast_local_reaches_this_process_only<F: Factory>() {
+    let Some(open) = F::cluster(LayerConfig::default()) else { return };
+    let (a, b) = (open().await, open().await);
+    let feed = group("blog_feed");
+    let mut here = a.new_channel().await.unwrap();
+    let mut there = b.new_channel().await.unwrap();
+    a.group_add(&feed, here.name()).await.unwrap();
+    b.group_add(&feed, there.name()).await.unwrap();
+    eventually(|| async { a.group_size(&feed).await.unwrap() == 2 }).await;
+    a.broadcast_local(&feed, Bytes::from_static(b"{\"count\":2}"));
+    assert_eq!(recv(&mut here).await, Bytes::from_static(b"{\"count\":2}"));
+    if Arc::ptr_eq(&a, &b) {
+        assert_eq!(recv(&mut there).await, Bytes::from_static(b"{\"count\":2}"));
+    } else {
+        nothing_more(&mut there).await;
+    }
+}
+
 async fn discard_stops_delivery<F: Factory>() {
     let Some(open) = F::cluster(LayerConfig::default()) else { return };
     let a = open().await;
@@ -286,6 +304,7 @@ macro_rules! suite {
                 channels_deliver_in_order,
                 group_send_reaches_members_only,
                 members_share_one_copy_of_a_message,
+                broadcast_local_reaches_this_process_only,
                 discard_stops_delivery,
                 a_full_channel_lags_without_hurting_others,
                 dropping_the_receiver_leaves_every_group,

@@ -109,10 +109,6 @@ impl Realtime {
         self.inner.shutdown.subscribe()
     }
 
-    pub(crate) fn presence_updates(&self) -> watch::Receiver<usize> {
-        self.inner.presence.subscribe()
-    }
-
     pub(crate) fn nudge_presence(&self) {
         self.inner.presence_nudge.notify_one();
     }

@@ -23,11 +23,16 @@ pub(crate) async fn run_presence(
     loop {
         match layer.group_size(&feed).await {
             Ok(count) => {
-                realtime.inner.presence.send_if_modified(|current| {
+                let changed = realtime.inner.presence.send_if_modified(|current| {
                     let changed = *current != count;
                     *current = count;
                     changed
                 });
+                if changed {
+                    // Through each stream's own queue: no shared lock for every socket to take.
+                    let frame = serde_json::json!({"event": "presence", "group": BLOG_FEED_GROUP, "count": count});
+                    layer.broadcast_local(&feed, bytes::Bytes::from(frame.to_string()));
+                }
             }
             Err(err) => tracing::debug!(error = %err, "presence count unavailable"),
         }

@@ -18,7 +18,6 @@ use newspaper_events::{
 };
 use newspaper_persistence::{OutboxRepository, PostRepository};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::auth::authenticate;
 use crate::state::AppState;
@@ -129,8 +128,6 @@ async fn open(
     };
     state.realtime.nudge_presence();
     let settings = &state.settings.realtime;
-    let mut presence = state.realtime.presence_updates();
-    presence.mark_changed();
     let rate = f64::from(settings.client_messages_per_second.max(1));
     Ok((
         FeedSession {
@@ -146,8 +143,6 @@ async fn open(
             renewed: Instant::now(),
             bucket: TokenBucket::new(rate, rate * 2.0),
             strikes: 0,
-            shutdown: state.realtime.shutdown_signal(),
-            presence,
             heartbeat: tokio::time::interval_at(
                 tokio::time::Instant::now() + settings.heartbeat_interval,
                 settings.heartbeat_interval,
@@ -171,14 +166,16 @@ struct FeedSession {
     renewed: Instant,
     bucket: TokenBucket,
     strikes: u32,
-    shutdown: watch::Receiver<bool>,
-    presence: watch::Receiver<usize>,
     /// Pings the client; also bounds how long a write may stall.
     heartbeat: tokio::time::Interval,
 }
 
 impl FeedSession {
     async fn start(&mut self, since: Option<Seq>) -> Result<(), Exit> {
+        // The count as last computed; a change that this connection makes arrives shortly.
+        let count = self.state.realtime.presence();
+        self.send_json(json!({"event": "presence", "group": BLOG_FEED_GROUP, "count": count}))
+            .await?;
         let Some(since) = since else { return Ok(()) };
         let (state, latest) = self
             .state
@@ -207,7 +204,6 @@ impl FeedSession {
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => Err(Exit::shutdown()),
                 frame = stream.next() => match frame {
                     None => Err(Exit::Gone),
                     Some(Ok(message)) => {
@@ -221,7 +217,6 @@ impl FeedSession {
                     Some(Err(err)) => Err(Exit::close(CloseCode::Protocol, err.to_string())),
                 },
                 message = self.receiver.recv() => self.on_layer_message(message).await,
-                _ = self.presence.changed() => Box::pin(self.send_presence()).await,
                 _ = self.heartbeat.tick() => Box::pin(self.on_heartbeat(&settings)).await,
             };
             if let Err(exit) = step {
@@ -241,15 +236,8 @@ impl FeedSession {
             self.renew_memberships().await;
         }
         let ping = self.ws.send(actix_ws::Message::Ping(Bytes::new()));
-        guarded(
-            ping,
-            &self.receiver,
-            &mut self.shutdown,
-            &mut self.heartbeat,
-            self.last_seq,
-            settings.idle_timeout,
-        )
-        .await
+        guarded(ping, &self.receiver, &mut self.heartbeat, self.last_seq, settings.idle_timeout)
+            .await
     }
 
     async fn renew_memberships(&mut self) {
@@ -289,15 +277,7 @@ impl FeedSession {
             AggregatedMessage::Ping(payload) => {
                 let stall = self.state.settings.realtime.idle_timeout;
                 let pong = self.ws.send(actix_ws::Message::Pong(payload));
-                guarded(
-                    pong,
-                    &self.receiver,
-                    &mut self.shutdown,
-                    &mut self.heartbeat,
-                    self.last_seq,
-                    stall,
-                )
-                .await
+                guarded(pong, &self.receiver, &mut self.heartbeat, self.last_seq, stall).await
             }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => {
@@ -414,6 +394,7 @@ impl FeedSession {
         // future is part of every connection's task, and its size is memory per connection.
         let (seq, gap, frame) = match self.plan(message) {
             Plan::Deliver { seq, gap, frame } => (seq, gap, frame),
+            Plan::Forward(text) => return self.send_text(text).await,
             Plan::Skip => return Ok(()),
             Plan::Resume => return Box::pin(self.resume_after_interruption()).await,
             Plan::Exit(exit) => return Err(exit),
@@ -426,12 +407,20 @@ impl FeedSession {
         let Some(text) = frame else { return Ok(()) };
         let stall = self.state.settings.realtime.idle_timeout;
         let send = self.ws.send(actix_ws::Message::Text(text));
-        guarded(send, &self.receiver, &mut self.shutdown, &mut self.heartbeat, self.last_seq, stall)
-            .await
+        guarded(send, &self.receiver, &mut self.heartbeat, self.last_seq, stall).await
     }
 
     /// What to do with one message from the layer.
     fn plan(&self, message: Result<Bytes, RecvError>) -> Plan {
+        // A ready-made frame for every stream of this process (presence).
+        if let Ok(bytes) = &message {
+            if bytes.first() == Some(&b'{') {
+                return match (self.in_feed, ByteString::try_from(bytes.clone())) {
+                    (true, Ok(text)) => Plan::Forward(text),
+                    _ => Plan::Skip,
+                };
+            }
+        }
         let envelope = match message.map(|bytes| FeedEnvelope::decode(&bytes)) {
             Ok(Ok(envelope)) => envelope,
             Ok(Err(err)) => {
@@ -503,14 +492,6 @@ impl FeedSession {
         self.in_feed || self.subscriptions.contains(&post)
     }
 
-    async fn send_presence(&mut self) -> Result<(), Exit> {
-        if !self.in_feed {
-            return Ok(());
-        }
-        let count = *self.presence.borrow_and_update();
-        self.send_json(json!({"event": "presence", "group": BLOG_FEED_GROUP, "count": count})).await
-    }
-
     async fn send_error(&mut self, detail: &str) -> Result<(), Exit> {
         self.send_json(json!({"event": "error", "detail": detail})).await
     }
@@ -524,8 +505,7 @@ impl FeedSession {
         // The sink's `send` future is a fraction of the size of `Session::text`'s, and this one
         // lives in every connection's task.
         let send = self.ws.send(actix_ws::Message::Text(text));
-        guarded(send, &self.receiver, &mut self.shutdown, &mut self.heartbeat, self.last_seq, stall)
-            .await
+        guarded(send, &self.receiver, &mut self.heartbeat, self.last_seq, stall).await
     }
 }
 
@@ -533,6 +513,8 @@ impl FeedSession {
 enum Plan {
     /// Send `frame` (if this viewer sees anything), after fetching what came after `gap`.
     Deliver { seq: Seq, gap: Option<Seq>, frame: Option<ByteString> },
+    /// Send this frame as it is.
+    Forward(ByteString),
     /// A duplicate, or nothing for us.
     Skip,
     /// Messages may have been lost upstream: catch up from the outbox.
@@ -548,12 +530,12 @@ fn lagged_exit(last_seq: Option<Seq>) -> Exit {
 }
 
 /// Waits for a write to be queued, but not past the point where the client has already lost:
-/// overflow of its event buffer, shutdown, or a write stalled for `stall` (checked on heartbeat
+/// overflow of its event buffer, shutdown (its channel closes), or a write stalled for `stall`
+/// (checked on heartbeat
 /// ticks, so the hot path arms no timer of its own).
 async fn guarded(
     write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
     receiver: &ChannelReceiver,
-    shutdown: &mut watch::Receiver<bool>,
     heartbeat: &mut tokio::time::Interval,
     last_seq: Option<Seq>,
     stall: Duration,
@@ -565,7 +547,6 @@ async fn guarded(
             biased;
             written = &mut write => return written.map_err(|_| Exit::Gone),
             _ = receiver.lagged() => return Err(lagged_exit(last_seq)),
-            _ = shutdown.changed() => return Err(Exit::shutdown()),
             _ = heartbeat.tick() => {
                 if started.elapsed() >= stall {
                     return Err(Exit::close(CloseCode::Policy, "write stalled"));
