@@ -394,7 +394,7 @@ impl FeedSession {
         // future is part of every connection's task, and its size is memory per connection.
         let (seq, gap, frame) = match self.plan(message) {
             Plan::Deliver { seq, gap, frame } => (seq, gap, frame),
-            Plan::Forward(text) => return self.send_text(text).await,
+            Plan::Forward(text) => return Box::pin(self.send_text(text)).await,
             Plan::Skip => return Ok(()),
             Plan::Resume => return Box::pin(self.resume_after_interruption()).await,
             Plan::Exit(exit) => return Err(exit),
@@ -405,9 +405,9 @@ impl FeedSession {
         }
         self.last_seq = Some(seq);
         let Some(text) = frame else { return Ok(()) };
-        let stall = self.state.settings.realtime.idle_timeout;
-        let send = self.ws.send(actix_ws::Message::Text(text));
-        guarded(send, &self.receiver, &mut self.heartbeat, self.last_seq, stall).await
+        // Boxed: what a connection keeps while idle is the largest state its task can be in,
+        // and a send in progress would otherwise be that state, for every idle connection.
+        Box::pin(self.send_text(text)).await
     }
 
     /// What to do with one message from the layer.
@@ -502,8 +502,7 @@ impl FeedSession {
 
     async fn send_text(&mut self, text: ByteString) -> Result<(), Exit> {
         let stall = self.state.settings.realtime.idle_timeout;
-        // The sink's `send` future is a fraction of the size of `Session::text`'s, and this one
-        // lives in every connection's task.
+        // The sink's `send` future is a fraction of the size of `Session::text`'s.
         let send = self.ws.send(actix_ws::Message::Text(text));
         guarded(send, &self.receiver, &mut self.heartbeat, self.last_seq, stall).await
     }
