@@ -6,9 +6,11 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use newspaper_api::ApiError;
+use newspaper_api::auth::NewAccount;
 use newspaper_api::{Application, Settings};
-use newspaper_domain::{Email, Password, Username, now};
-use newspaper_persistence::{Database, NewUser, PoolOptions, UserRepository};
+use newspaper_domain::ValidationErrors;
+use newspaper_persistence::{Database, PoolOptions};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -106,34 +108,18 @@ fn create_user(
     username: Option<&str>,
     staff: bool,
 ) -> Result<(), String> {
-    let email = Email::parse(email).map_err(|e| format!("email: {e}"))?;
-    let password = Password::parse(password, Some(&email)).map_err(|problems| {
-        let list: Vec<String> = problems.into_iter().map(|p| p.0).collect();
-        format!("password: {}", list.join(" "))
-    })?;
-    let username = match username {
-        Some(name) => Username::parse(name).map_err(|e| format!("username: {e}"))?,
-        None => Username::from_email(&email),
+    let mut errors = ValidationErrors::new();
+    let Some(account) = NewAccount::check(Some(email), Some(password), username, &mut errors)
+    else {
+        return Err(errors.to_string());
     };
-    let hash = bcrypt::hash(password.expose(), settings.bcrypt_cost).map_err(|e| e.to_string())?;
+    let hash =
+        bcrypt::hash(account.password.expose(), settings.bcrypt_cost).map_err(|e| e.to_string())?;
     let db = open_database(settings)?;
     db.run_migrations().map_err(|e| e.to_string())?;
-    let shown = email.to_string();
-    let user = db
-        .write_blocking(move |conn| {
-            let new = NewUser {
-                email: &email,
-                username: &username,
-                password_hash: &hash,
-                is_staff: staff,
-                date_joined: now(),
-            };
-            UserRepository::create(conn, &new)
-        })
-        .map_err(|e| match e {
-            newspaper_persistence::PersistenceError::Conflict { .. } => {
-                format!("a user with email {shown} already exists")
-            }
+    let user =
+        db.write_blocking(move |conn| account.create(conn, &hash, staff)).map_err(|e| match e {
+            ApiError::Validation(errors) => errors.to_string(),
             other => other.to_string(),
         })?;
     println!("created user {} <{}>{}", user.id, user.email, if staff { " (staff)" } else { "" });

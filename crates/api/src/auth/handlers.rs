@@ -5,11 +5,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use newspaper_domain::{Email, Password, User, UserId, Username, ValidationErrors, now};
-use newspaper_persistence::{NewUser, PersistenceError, RefreshTokenRepository, UserRepository};
+use newspaper_domain::{Email, Password, User, UserId, ValidationErrors, now};
+use newspaper_persistence::{RefreshTokenRepository, UserRepository};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::accounts::{NewAccount, email_taken};
 use super::extractor::{Authenticated, authenticate_as};
 use super::tokens::{TokenPair, TokenType};
 use crate::ApiError;
@@ -134,10 +135,6 @@ fn password_errors(
     }
 }
 
-fn email_taken() -> ApiError {
-    ApiError::field("email", "A user with this email already exists.")
-}
-
 /// Create an account.
 #[utoipa::path(post, path = "/api/auth/register/", tag = "auth", request_body = RegisterRequest,
     responses(
@@ -151,52 +148,18 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     state.throttle.check(client_ip(&req), "register")?;
     let mut errors = ValidationErrors::new();
-    let email = body
-        .required_str("email", &mut errors)
-        .and_then(|e| errors.check("email", Email::parse(e)));
-    let username = match body.optional_str("username", &mut errors) {
-        Some(raw) if !raw.trim().is_empty() => errors.check("username", Username::parse(raw)),
-        _ => None,
-    };
-    let password = match body.required_str("password", &mut errors) {
-        Some(raw) => match Password::parse(raw, email.as_ref()) {
-            Ok(password) => Some(password),
-            Err(problems) => {
-                password_errors("password", problems, &mut errors);
-                None
-            }
-        },
-        None => None,
-    };
-    let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
+    let email = body.required_str("email", &mut errors);
+    let password = body.required_str("password", &mut errors);
+    let username = body.optional_str("username", &mut errors);
+    let Some(account) = NewAccount::check(email, password, username, &mut errors) else {
         return Err(errors.into());
     };
-    let lookup = email.clone();
+    let lookup = account.email.clone();
     if state.db.read(move |conn| UserRepository::find_by_email(conn, &lookup)).await?.is_some() {
         return Err(email_taken());
     }
-    let username = username.unwrap_or_else(|| Username::from_email(&email));
-    let password_hash = state.passwords.hash(password).await?;
-    let user = state
-        .db
-        .write(move |conn| {
-            let new = NewUser {
-                email: &email,
-                username: &username,
-                password_hash: &password_hash,
-                is_staff: false,
-                date_joined: now(),
-            };
-            UserRepository::create(conn, &new).map_err(|err| match err {
-                PersistenceError::Conflict { constraint }
-                    if constraint == UserRepository::EMAIL_CONSTRAINT =>
-                {
-                    email_taken()
-                }
-                other => other.into(),
-            })
-        })
-        .await?;
+    let password_hash = state.passwords.hash(account.password.clone()).await?;
+    let user = state.db.write(move |conn| account.create(conn, &password_hash, false)).await?;
     tracing::info!(user = %user.id, "account registered");
     Ok(HttpResponse::Created().json(user))
 }

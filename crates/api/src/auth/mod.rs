@@ -1,12 +1,14 @@
 //! Accounts and authentication: bcrypt passwords, simplejwt-style tokens, the bearer
 //! extractor, attempt throttling and the /api/auth/ endpoints.
 
+mod accounts;
 mod extractor;
 pub(crate) mod handlers;
 mod passwords;
 mod throttle;
 mod tokens;
 
+pub use accounts::NewAccount;
 pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
 pub use passwords::PasswordHasher;
 pub use throttle::Throttle;
