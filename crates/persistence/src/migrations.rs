@@ -11,11 +11,20 @@ const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgre
 /// Key of the PostgreSQL advisory lock held while migrating ("migr" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6D69_6772;
 
-/// Applies every pending migration; returns the versions applied. On PostgreSQL, instances
-/// starting together take turns: the first migrates, the others then find nothing to do.
+/// Applies every pending migration; returns the versions applied. Instances starting together
+/// take turns (an immediate transaction on SQLite, an advisory lock on PostgreSQL): the first
+/// migrates, the others then find nothing to do.
 pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceError> {
     let applied = match conn {
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE).map(versions),
+        // One IMMEDIATE transaction around them all: a second process waits for the first,
+        // then finds nothing pending.
+        DbConnection::Sqlite(c) => {
+            return c.immediate_transaction(|c| {
+                c.run_pending_migrations(SQLITE)
+                    .map(versions)
+                    .map_err(|e| PersistenceError::Migration(e.to_string()))
+            });
+        }
         DbConnection::Postgres(c) => {
             c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
             let applied = c.run_pending_migrations(POSTGRES).map(versions);
