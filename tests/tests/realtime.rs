@@ -12,9 +12,16 @@ use newspaper_tests::{TestApp, TestDatabase, WsClient, app_tests, backend_tests}
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 fn keys(event: &Value) -> Vec<String> {
     event.as_object().unwrap().keys().cloned().collect()
+}
+
+/// One raw frame of a message split across several frames (RFC 6455 §5.4).
+fn fragment(payload: impl AsRef<[u8]>, opcode: Data, is_final: bool) -> Message {
+    Message::Frame(Frame::message(payload.as_ref().to_vec(), OpCode::Data(opcode), is_final))
 }
 
 fn seq(event: &Value) -> i64 {
@@ -214,6 +221,26 @@ app_tests! {
         let mut big = app.ws("").await;
         big.send(Message::text("x".repeat(64 * 1024 + 1))).await;
         assert_eq!(big.close_code().await.0, 1009);
+
+        // The limit is on the whole message, not each frame: fragments that are small on their
+        // own but add up to more than 64 KiB are refused too, while a small fragmented message
+        // is reassembled and answered.
+        let mut fragmented = app.ws("").await;
+        fragmented.send(fragment(r#"{"action":"#, Data::Text, false)).await;
+        fragmented.send(fragment(r#""ping"}"#, Data::Continue, true)).await;
+        assert_eq!(fragmented.next_event().await, json!({"event": "pong"}));
+        let chunk = "x".repeat(40 * 1024);
+        fragmented.send(fragment(&chunk, Data::Text, false)).await;
+        fragmented.send(fragment(&chunk, Data::Continue, true)).await;
+        assert_eq!(fragmented.close_code().await.0, 1009);
+
+        let mut not_utf8 = app.ws("").await;
+        not_utf8.send(fragment([b'"', 0xff, b'"'], Data::Text, true)).await;
+        assert_eq!(not_utf8.close_code().await.0, 1007);
+        let mut not_utf8_in_parts = app.ws("").await;
+        not_utf8_in_parts.send(fragment(b"\"\xe2", Data::Text, false)).await;
+        not_utf8_in_parts.send(fragment(b"\"", Data::Continue, true)).await;
+        assert_eq!(not_utf8_in_parts.close_code().await.0, 1007);
 
         let mut binary = app.ws("").await;
         binary.send(Message::binary(vec![1, 2, 3])).await;

@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 use crate::auth::authenticate;
 use crate::state::AppState;
 
+/// What actix-ws says when fragments add up past `max_continuation_size`; it has no variant of
+/// its own, so this text is the only way to tell it from a broken socket (a test pins it).
+const CONTINUATION_TOO_LARGE: &str = "Exceeded maximum continuation size";
+
 /// Events read from the outbox per query while replaying.
 const REPLAY_BATCH: i64 = 500;
 /// Rate-limit violations tolerated before the connection is closed.
@@ -210,11 +214,7 @@ impl FeedSession {
                         self.last_heard = Instant::now();
                         Box::pin(self.on_client_message(message)).await
                     }
-                    Some(Err(ProtocolError::Overflow)) => Err(Exit::close(
-                        CloseCode::Size,
-                        format!("message larger than {} bytes", settings.max_message_bytes),
-                    )),
-                    Some(Err(err)) => Err(Exit::close(CloseCode::Protocol, err.to_string())),
+                    Some(Err(err)) => Err(exit_for_bad_frame(&err, settings.max_message_bytes)),
                 },
                 message = self.receiver.recv() => self.on_layer_message(message).await,
                 _ = self.heartbeat.tick() => Box::pin(self.on_heartbeat(&settings)).await,
@@ -526,6 +526,25 @@ enum Plan {
 fn lagged_exit(last_seq: Option<Seq>) -> Exit {
     let resume = last_seq.map_or_else(String::new, |s| format!("?since={}", s.0));
     Exit::close(CloseCode::Again, format!("too slow: events were dropped; reconnect with {resume}"))
+}
+
+/// The close for a frame the client should not have sent (RFC 6455 §7.4.1): too big is 1009,
+/// text that is not UTF-8 is 1007, anything else breaks the protocol (1002).
+fn exit_for_bad_frame(err: &ProtocolError, max_message_bytes: usize) -> Exit {
+    match err {
+        ProtocolError::Overflow => too_big(max_message_bytes),
+        ProtocolError::Io(io) if io.to_string() == CONTINUATION_TOO_LARGE => {
+            too_big(max_message_bytes)
+        }
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Exit::close(CloseCode::Invalid, "text message is not valid UTF-8")
+        }
+        other => Exit::close(CloseCode::Protocol, other.to_string()),
+    }
+}
+
+fn too_big(max_message_bytes: usize) -> Exit {
+    Exit::close(CloseCode::Size, format!("message larger than {max_message_bytes} bytes"))
 }
 
 /// Waits for a write to be queued, but not past the point where the client has already lost:
