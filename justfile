@@ -17,9 +17,9 @@ lint:
 fmt:
     cargo fmt --all
 
-# Headless-browser test of the demo page (needs Debian's chromium).
+# Headless-browser tests of the demo page (need Debian's chromium and firefox-esr).
 e2e:
-    NEWSPAPER_REQUIRE_BROWSER=1 cargo test -p newspaper-tests --test browser -- --nocapture
+    NEWSPAPER_REQUIRE_BROWSER=1 cargo test -p newspaper-tests --test browser --test firefox -- --nocapture
 
 # Benchmarks of docs/benchmarks.md (release build, fresh server per scenario).
 bench *scenarios:

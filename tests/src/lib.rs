@@ -1,12 +1,14 @@
 //! The one helper every black-box test uses: spawn the real server on port 0 against a fresh
 //! database, then talk to it over real HTTP and real WebSockets.
 
+mod demo_page;
 mod process;
 mod ws;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+pub use demo_page::{artifacts_dir, browser_available, log_has_js, post_item_js};
 use newspaper_api::{Application, ApplicationHandle, Settings};
 pub use newspaper_persistence::testing::{POSTGRES_URL_VAR, TestDatabase};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};

@@ -17,16 +17,12 @@ use chromiumoxide::page::{Page, ScreenshotParams};
 use futures_util::StreamExt;
 use newspaper_domain::{AuthorRef, PostStatus, PostTitle, UserId, now};
 use newspaper_persistence::{NewPost, PostRepository};
-use newspaper_tests::{PASSWORD, TestApp, TestDatabase};
+use newspaper_tests::{
+    PASSWORD, TestApp, TestDatabase, artifacts_dir, browser_available, log_has_js, post_item_js,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn screenshot(page: &Page, name: &str) -> PathBuf {
     let png = page
@@ -38,7 +34,7 @@ async fn screenshot(page: &Page, name: &str) -> PathBuf {
         )
         .await
         .unwrap();
-    let path = artifacts().join(format!("{name}.png"));
+    let path = artifacts_dir().join(format!("{name}.png"));
     std::fs::write(&path, png).unwrap();
     path
 }
@@ -89,31 +85,6 @@ async fn click(page: &Page, selector: &str) {
         .unwrap();
 }
 
-fn post_js(id: i64) -> String {
-    format!("document.querySelector('#posts li[data-post-id=\"{id}\"]')")
-}
-
-fn log_has(event: &str, id: i64) -> String {
-    format!(
-        "[...document.querySelectorAll('#log .log-event')].some(e => e.dataset.event === '{event}' && JSON.parse(e.textContent).id === {id})"
-    )
-}
-
-/// Whether Chromium is here; without it the test skips, unless CI requires it.
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("NEWSPAPER_REQUIRE_BROWSER").is_none(),
-        "NEWSPAPER_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt-get install chromium)"
-    );
-    eprintln!(
-        "skipped: {CHROMIUM} not found; install Debian's chromium package to run the browser tests"
-    );
-    false
-}
-
 /// Starts headless Chromium with a throwaway profile and no background traffic.
 async fn launch() -> (Browser, tokio::task::JoinHandle<()>, tempfile::TempDir) {
     let profile = tempfile::tempdir().unwrap();
@@ -149,7 +120,7 @@ async fn open(browser: &Browser, url: &str) -> Page {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_every_change_live_in_two_browsers() {
-    if !chromium_available() {
+    if !browser_available(CHROMIUM, "chromium") {
         return;
     }
     let database = Arc::new(TestDatabase::sqlite());
@@ -218,15 +189,18 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
     wait_until(
         b,
         "b",
-        &format!("{}?.querySelector('.post-title').textContent === 'Hello from A'", post_js(id)),
+        &format!(
+            "{}?.querySelector('.post-title').textContent === 'Hello from A'",
+            post_item_js(id)
+        ),
         "shows A's post live",
     )
     .await;
-    wait_until(b, "b", &log_has("post_created", id), "logs post_created").await;
+    wait_until(b, "b", &log_has_js("post_created", id), "logs post_created").await;
     wait_until(
         b,
         "b",
-        &format!("{}?.textContent.includes('by ann')", post_js(id)),
+        &format!("{}?.textContent.includes('by ann')", post_item_js(id)),
         "shows the author",
     )
     .await;
@@ -242,7 +216,7 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
     wait_until(
         a,
         "a",
-        &format!("{}?.querySelector('.post-delete') !== null", post_js(id)),
+        &format!("{}?.querySelector('.post-delete') !== null", post_item_js(id)),
         "offers its author Delete",
     )
     .await;
@@ -257,19 +231,24 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
         "b",
         &format!(
             "{}?.querySelector('.post-title').textContent === 'Hello again from A'",
-            post_js(id)
+            post_item_js(id)
         ),
         "shows the edit",
     )
     .await;
-    wait_until(b, "b", &log_has("post_updated", id), "logs post_updated").await;
+    wait_until(b, "b", &log_has_js("post_updated", id), "logs post_updated").await;
 
     // A deletes it: gone from both lists, logged in both.
     click(a, &format!("#posts li[data-post-id=\"{id}\"] .post-delete")).await;
     for (page, name) in [(a, "a"), (b, "b")] {
-        wait_until(page, name, &format!("{} === null", post_js(id)), "removes the deleted post")
-            .await;
-        wait_until(page, name, &log_has("post_deleted", id), "logs post_deleted").await;
+        wait_until(
+            page,
+            name,
+            &format!("{} === null", post_item_js(id)),
+            "removes the deleted post",
+        )
+        .await;
+        wait_until(page, name, &log_has_js("post_deleted", id), "logs post_deleted").await;
     }
     screenshot(a, "demo-a-author").await;
     screenshot(b, "demo-b-anonymous").await;
@@ -326,7 +305,7 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
         std::fs::copy(&shot_a, Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ws-demo.png"))
             .unwrap();
     }
-    eprintln!("screenshots in {}", artifacts().display());
+    eprintln!("screenshots in {}", artifacts_dir().display());
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;
@@ -336,7 +315,7 @@ async fn the_demo_page_shows_every_change_live_in_two_browsers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_account_flows_work_from_the_page_and_it_loads_nothing_from_elsewhere() {
-    if !chromium_available() {
+    if !browser_available(CHROMIUM, "chromium") {
         return;
     }
     // Access tokens short enough that the page must refresh one during the test.
