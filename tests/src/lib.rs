@@ -179,6 +179,22 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    /// `POST /api/auth/token/`: status and body (the token pair on success).
+    pub async fn log_in(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.post("/api/auth/token/", None, json!({"email": email, "password": password})).await
+    }
+
+    /// Logs `user` in again (with [`PASSWORD`]): the same user with fresh tokens.
+    pub async fn fresh_tokens(&self, user: &TestUser) -> TestUser {
+        let (status, tokens) = self.log_in(&user.email, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "login {}: {tokens}", user.email);
+        TestUser {
+            access: tokens["access"].as_str().unwrap_or_default().to_owned(),
+            refresh: tokens["refresh"].as_str().unwrap_or_default().to_owned(),
+            ..user.clone()
+        }
+    }
+
     /// Registers and logs in a user.
     pub async fn user(&self, email: &str) -> TestUser {
         let (status, body) = self
@@ -186,9 +202,7 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "register {email}: {body}");
         let id = body["id"].as_i64().unwrap_or_default();
-        let (status, tokens) = self
-            .post("/api/auth/token/", None, json!({"email": email, "password": PASSWORD}))
-            .await;
+        let (status, tokens) = self.log_in(email, PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "login {email}: {tokens}");
         TestUser {
             id,
@@ -203,7 +217,7 @@ impl TestApp {
         let user = self.user(email).await;
         let id = newspaper_domain::UserId(user.id);
         self.db
-            .write(move |conn| UserRepository::set_staff(conn, id, true))
+            .write(move |conn| UserRepository::set_staff(conn, id, true, newspaper_domain::now()))
             .await
             .unwrap_or_else(|e| panic!("set staff: {e}"));
         user

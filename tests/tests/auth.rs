@@ -114,7 +114,7 @@ app_tests! {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
         let id = UserId(ann.id);
-        app.db.write(move |conn| UserRepository::set_active(conn, id, false)).await.unwrap();
+        app.db.write(move |conn| UserRepository::set_active(conn, id, false, newspaper_domain::now())).await.unwrap();
         assert_eq!(app.get("/api/auth/me/", Some(&ann.access)).await, (StatusCode::UNAUTHORIZED, json!({"detail": "User is inactive"})));
         let (status, _) = app.post("/api/auth/token/", None, json!({"email": "ann@example.com", "password": PASSWORD})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "inactive users cannot log in");

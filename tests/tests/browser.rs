@@ -384,14 +384,7 @@ async fn the_account_flows_work_from_the_page_and_it_loads_nothing_from_elsewher
     type_into(p, "#reset-new-password", "a brand new password").await;
     click(p, "#reset-confirm-submit").await;
     wait_until(p, "p", "document.getElementById('reset-confirm-ok').textContent.includes('Password has been reset')", "confirms the reset").await;
-    let (status, _) = app
-        .post(
-            "/api/auth/token/",
-            None,
-            serde_json::json!({"email": "ann@example.com", "password": "a brand new password"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(app.log_in("ann@example.com", "a brand new password").await.0, 200);
 
     // Nothing was fetched from anywhere but this server.
     let origins: Vec<String> = eval(
@@ -432,6 +425,117 @@ async fn the_account_flows_work_from_the_page_and_it_loads_nothing_from_elsewher
         "explains it must be opened from the server",
     )
     .await;
+
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+}
+
+/// Access tokens that live two seconds: the page renews its token on the open socket before
+/// each expiry, so its stream keeps the user's drafts without ever reconnecting; when the
+/// password changes elsewhere the stream is revoked, and the page says the session ended and
+/// goes on anonymously.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_keeps_its_stream_across_token_expiries_and_ends_it_on_revocation() {
+    if !browser_available(CHROMIUM, "chromium") {
+        return;
+    }
+    let app = TestApp::spawn_with(Arc::new(TestDatabase::sqlite()), |s| {
+        s.debug = true;
+        s.access_token_lifetime = Duration::from_secs(2);
+    })
+    .await;
+    let ann = app.user("ann@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    let url = format!("{}/ws-demo/", app.address);
+    let (mut browser, events, _profile) = launch().await;
+    let page = open(&browser, &url).await;
+    let name = "expiry";
+    wait_until(
+        &page,
+        name,
+        "document.getElementById('status').dataset.state === 'live'",
+        "goes live",
+    )
+    .await;
+    type_into(&page, "#login-email", "ann@example.com").await;
+    type_into(&page, "#login-password", PASSWORD).await;
+    click(&page, "#login-submit").await;
+    wait_until(&page, name, "document.getElementById('whoami').textContent === 'ann'", "logs in")
+        .await;
+    wait_until(
+        &page,
+        name,
+        "document.getElementById('status').dataset.state === 'live'",
+        "is live as ann",
+    )
+    .await;
+    let opened: String = eval(&page, "document.body.dataset.socketsOpened").await;
+
+    // Three renewals on the socket: past several expiries of the token it logged in with.
+    let renewals = "[...document.querySelectorAll('#log .log-event')].filter(e => e.dataset.event === 'authenticated').length";
+    wait_until(&page, name, &format!("{renewals} >= 3"), "renews its token on the socket").await;
+    let author = app.fresh_tokens(&ann).await;
+    let draft = app.create_post(&author, "Ann's draft, live", "draft").await;
+    let draft_id = draft["id"].as_i64().unwrap();
+    wait_until(
+        &page,
+        name,
+        &format!("{} !== null", post_item_js(draft_id)),
+        "shows ann's new draft live",
+    )
+    .await;
+    let still: String = eval(&page, "document.body.dataset.socketsOpened").await;
+    assert_eq!(still, opened, "no reconnect across the expiries");
+
+    // The password changes elsewhere: the stream is revoked, the page signs out and goes on.
+    let (status, _) = app
+        .post(
+            "/api/auth/password/change/",
+            Some(&author.access),
+            serde_json::json!({"old_password": PASSWORD, "new_password": "a brand new secret"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_until(
+        &page,
+        name,
+        "!document.getElementById('session-ended').hidden",
+        "says the session ended",
+    )
+    .await;
+    wait_until(
+        &page,
+        name,
+        "document.getElementById('whoami').textContent === 'anonymous'",
+        "is anonymous",
+    )
+    .await;
+    wait_until(
+        &page,
+        name,
+        "document.getElementById('status').dataset.state === 'live'",
+        "is live again",
+    )
+    .await;
+    wait_until(
+        &page,
+        name,
+        &format!("{} === null", post_item_js(draft_id)),
+        "no longer lists the draft",
+    )
+    .await;
+    let bob = app.fresh_tokens(&bob).await;
+    let public = app.create_post(&bob, "Bob's news", "published").await;
+    let public_id = public["id"].as_i64().unwrap();
+    wait_until(
+        &page,
+        name,
+        &format!("{} !== null", post_item_js(public_id)),
+        "still shows the feed",
+    )
+    .await;
+    screenshot(&page, "demo-session-ended").await;
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use newspaper_api::{ChannelLayerSetting, RealtimeSettings, Settings};
 use newspaper_persistence::DatabaseUrl;
 
@@ -39,6 +39,43 @@ pub enum Command {
         #[arg(long)]
         staff: bool,
     },
+    /// Administer an existing account (what Django's admin offers).
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+/// What to change about an account. Changes that take rights away also close the user's live
+/// streams, on every instance, within a second.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Let the user log in again.
+    Activate {
+        /// The account's email.
+        email: String,
+    },
+    /// Stop the user from logging in and close their live streams.
+    Deactivate {
+        /// The account's email.
+        email: String,
+    },
+    /// Grant (`on`) or revoke (`off`) staff rights; revoking closes their live streams.
+    Staff {
+        /// The account's email.
+        email: String,
+        /// `on` or `off`.
+        state: Switch,
+    },
+}
+
+/// A flag's new value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Set.
+    On,
+    /// Cleared.
+    Off,
 }
 
 fn duration(raw: &str) -> Result<Duration, String> {
@@ -214,5 +251,12 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::CreateUser { staff: true, .. })));
+        let cli = Cli::try_parse_from(["newspaper", "--debug", "user", "staff", "a@b.co", "off"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::User { action: UserCommand::Staff { state: Switch::Off, .. } })
+        ));
+        assert!(Cli::try_parse_from(["newspaper", "user", "staff", "a@b.co", "maybe"]).is_err());
     }
 }

@@ -9,11 +9,11 @@ use clap::Parser;
 use newspaper_api::ApiError;
 use newspaper_api::auth::NewAccount;
 use newspaper_api::{Application, Settings};
-use newspaper_domain::ValidationErrors;
-use newspaper_persistence::{Database, PoolOptions};
+use newspaper_domain::{Email, ValidationErrors, now};
+use newspaper_persistence::{Database, PoolOptions, UserRepository};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Switch, UserCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::CreateUser { email, password, username, staff } => {
             create_user(&settings, &email, &password, username.as_deref(), staff)
         }
+        Command::User { action } => manage_user(&settings, &action),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,5 +124,44 @@ fn create_user(
             other => other.to_string(),
         })?;
     println!("created user {} <{}>{}", user.id, user.email, if staff { " (staff)" } else { "" });
+    Ok(())
+}
+
+fn manage_user(settings: &Settings, action: &UserCommand) -> Result<(), String> {
+    let (email, done) = match action {
+        UserCommand::Activate { email } => (email, "activated"),
+        UserCommand::Deactivate { email } => (email, "deactivated; their live streams close"),
+        UserCommand::Staff { email, state: Switch::On } => (email, "now staff"),
+        UserCommand::Staff { email, state: Switch::Off } => {
+            (email, "no longer staff; their live streams close")
+        }
+    };
+    let email = Email::parse(email).map_err(|e| format!("{email}: {e}"))?;
+    let db = open_database(settings)?;
+    db.run_migrations().map_err(|e| e.to_string())?;
+    let mut conn = db.get().map_err(|e| e.to_string())?;
+    let record = UserRepository::find_by_email(&mut conn, &email)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no account with the email {email}"))?;
+    drop(conn);
+    let id = record.user.id;
+    let changed = match action {
+        UserCommand::Activate { .. } => {
+            db.write_blocking(move |conn| UserRepository::set_active(conn, id, true, now()))
+        }
+        UserCommand::Deactivate { .. } => {
+            db.write_blocking(move |conn| UserRepository::set_active(conn, id, false, now()))
+        }
+        UserCommand::Staff { state, .. } => {
+            let on = *state == Switch::On;
+            db.write_blocking(move |conn| UserRepository::set_staff(conn, id, on, now()))
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if changed {
+        println!("{email}: {done}");
+    } else {
+        println!("{email}: nothing to do (already so)");
+    }
     Ok(())
 }

@@ -163,3 +163,53 @@ async fn serve_logs_each_request_and_stops_cleanly_on_sigterm() {
     );
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// `newspaper user ...` against the database of a running server: the change reaches the
+/// server through the outbox, so the user's live streams close although no request of the
+/// server's own made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_admin_commands_close_the_users_live_streams() {
+    let app = newspaper_tests::TestApp::spawn().await;
+    let ann = app.user("ann@example.com").await;
+    let boss = app.staff("boss@example.com").await;
+    let db = app.database.url().as_connection_string().to_owned();
+    let admin = move |args: &'static [&'static str]| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            run(newspaper(std::path::Path::new(&db)).arg("--debug").args(args))
+        })
+    };
+    let mut anonymous = app.ws("").await;
+    let mut anns = app.ws(&format!("token={}", ann.access)).await;
+    let mut boss_stream = app.ws(&format!("token={}", boss.access)).await;
+    app.wait_for_feed_size(3).await;
+
+    let (code, out, err) = admin(&["user", "deactivate", "ANN@example.com"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ann@example.com: deactivated"), "{out}");
+    assert_eq!(anns.close_code().await, (4003, "credentials revoked".to_owned()));
+    let (code, out, _) = admin(&["user", "deactivate", "ann@example.com"]).await.unwrap();
+    assert_eq!((code, out.contains("nothing to do")), (0, true), "{out}");
+    let log_in = || app.log_in("ann@example.com", newspaper_tests::PASSWORD);
+    assert_eq!(log_in().await.0, 401, "an inactive account cannot log in");
+    let (code, out, _) = admin(&["user", "activate", "ann@example.com"]).await.unwrap();
+    assert_eq!((code, out.contains("activated")), (0, true), "{out}");
+    assert_eq!(log_in().await.0, 200);
+
+    let (code, out, err) = admin(&["user", "staff", "boss@example.com", "off"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no longer staff"), "{out}");
+    assert_eq!(boss_stream.close_code().await, (4003, "credentials revoked".to_owned()));
+    let (code, _, _) = admin(&["user", "staff", "boss@example.com", "on"]).await.unwrap();
+    assert_eq!(code, 0);
+
+    let (code, _, err) = admin(&["user", "deactivate", "nobody@example.com"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("no account with the email nobody@example.com"), "{err}");
+    let (code, _, _) = admin(&["user", "staff", "boss@example.com", "maybe"]).await.unwrap();
+    assert_eq!(code, 2, "a usage error");
+
+    // The anonymous stream was never touched.
+    let post = app.create_post(&ann, "Still live", "published").await;
+    assert_eq!(anonymous.next_event().await["id"], post["id"]);
+}

@@ -223,3 +223,89 @@ async fn two_instances_share_the_feed_through_a_crash_and_a_redis_restart() {
     .await;
     assert_eq!(on_c.next_event().await["title"], "Hello C");
 }
+
+/// Credentials and positions across instances: a password change on A closes the user's
+/// stream on B with 4003, and a list loaded from one instance is followed exactly from its
+/// `X-Feed-Seq` on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_on_one_instance_closes_the_users_streams_on_another() {
+    let Some((database, redis)) = environment() else { return };
+    let namespace = format!("revoke-{}", std::process::id());
+    let a = instance(&database, &redis, "a", &namespace);
+    let b = instance(&database, &redis, "b", &namespace);
+    let http = reqwest::Client::new();
+    let (base_a, base_b) = (a.url(), b.url());
+    let credentials = json!({"email": "ann@example.com", "password": PASSWORD});
+    post(&http, &base_a, "/api/auth/register/", None, credentials.clone()).await;
+    let tokens = post(&http, &base_a, "/api/auth/token/", None, credentials).await;
+    let token = tokens["access"].as_str().unwrap().to_owned();
+    post(
+        &http,
+        &base_a,
+        "/api/posts/",
+        Some(&token),
+        json!({"title": "Seen", "status": "published"}),
+    )
+    .await;
+
+    // Loaded from B, streamed from A.
+    let loaded = http.get(format!("{base_b}/api/posts/")).send().await.unwrap();
+    let position: i64 = loaded.headers()["x-feed-seq"].to_str().unwrap().parse().unwrap();
+    let listed: Value = loaded.json().await.unwrap();
+    assert_eq!(listed["count"], 1);
+    let ws = |port: u16, query: String| async move {
+        WsClient::connect(&format!("ws://127.0.0.1:{port}/ws/blog/?{query}"), None).await.unwrap()
+    };
+    let mut follower = ws(a.port, format!("since={position}")).await;
+    let mut anns_on_b = ws(b.port, format!("token={token}")).await;
+    let mut anonymous_on_b = ws(b.port, String::new()).await;
+    presence_reaches(&mut anonymous_on_b, 3).await;
+    post(&http, &base_a, "/api/posts/", Some(&token), json!({"title": "Draft", "status": "draft"}))
+        .await;
+    assert_eq!(anns_on_b.next_event().await["title"], "Draft", "B shows Ann her draft");
+    post(
+        &http,
+        &base_a,
+        "/api/posts/",
+        Some(&token),
+        json!({"title": "New", "status": "published"}),
+    )
+    .await;
+    let first = follower.next_event().await;
+    assert_eq!(first["title"], "New", "exactly what came after the list loaded from B");
+    assert_eq!(anonymous_on_b.next_event().await["title"], "New");
+
+    let changed_at = tokio::time::Instant::now();
+    post(
+        &http,
+        &base_a,
+        "/api/auth/password/change/",
+        Some(&token),
+        json!({"old_password": PASSWORD, "new_password": "a brand new secret"}),
+    )
+    .await;
+    let (code, reason) = anns_on_b.close_code().await;
+    assert_eq!((code, reason.as_str()), (4003, "credentials revoked"));
+    eprintln!("closed on B {:?} after the change on A", changed_at.elapsed());
+    assert!(changed_at.elapsed() < Duration::from_secs(3));
+    // Nobody else was touched.
+    let tokens = post(
+        &http,
+        &base_b,
+        "/api/auth/token/",
+        None,
+        json!({"email": "ann@example.com", "password": "a brand new secret"}),
+    )
+    .await;
+    let token = tokens["access"].as_str().unwrap().to_owned();
+    post(
+        &http,
+        &base_b,
+        "/api/posts/",
+        Some(&token),
+        json!({"title": "After", "status": "published"}),
+    )
+    .await;
+    assert_eq!(anonymous_on_b.next_event().await["title"], "After");
+    assert_eq!(follower.next_event().await["title"], "After");
+}

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use newspaper_api::RealtimeSettings;
-use newspaper_api::realtime::{DispatchMode, Dispatcher, Realtime};
-use newspaper_domain::{AuthorRef, Email, PostStatus, PostTitle, Seq, Username, now};
-use newspaper_events::{
-    BLOG_FEED_GROUP, ChannelLayer, ChannelReceiver, FeedEnvelope, GroupName, InMemoryChannelLayer,
+use newspaper_api::realtime::{
+    BLOG_FEED_GROUP, DispatchMode, Dispatcher, FeedEnvelope, LayerMessage, Realtime, user_group,
 };
+use newspaper_domain::{
+    AuthorRef, Email, PostStatus, PostTitle, RevocationReason, Seq, UserId, Username, now,
+};
+use newspaper_events::{ChannelLayer, ChannelReceiver, GroupName, InMemoryChannelLayer};
 use newspaper_persistence::testing::TestDatabase;
 use newspaper_persistence::{
     Database, NewPost, NewUser, OutboxRepository, PostRepository, UserRepository,
@@ -58,18 +60,46 @@ async fn commit(db: &Database, author: &AuthorRef, title: &str) -> Seq {
     .unwrap()
 }
 
-async fn member(layer: &InMemoryChannelLayer) -> ChannelReceiver {
+/// A dispatcher with exclusive publishing, running until its `Realtime` shuts down.
+fn start_dispatcher(
+    db: &Database,
+    layer: &InMemoryChannelLayer,
+    settings: RealtimeSettings,
+) -> (Realtime, tokio::task::JoinHandle<()>) {
+    let realtime = Realtime::new("test".into(), false);
+    let dispatcher = Dispatcher::new(
+        db.clone(),
+        Arc::new(layer.clone()),
+        realtime.clone(),
+        DispatchMode::Exclusive,
+        settings,
+    );
+    (realtime, tokio::spawn(dispatcher.run()))
+}
+
+async fn member_of(layer: &InMemoryChannelLayer, group: &str) -> ChannelReceiver {
     let rx = layer.new_channel().await.unwrap();
-    layer.group_add(&GroupName::new(BLOG_FEED_GROUP).unwrap(), rx.name()).await.unwrap();
+    layer.group_add(&GroupName::new(group).unwrap(), rx.name()).await.unwrap();
     rx
 }
 
-async fn next(rx: &mut ChannelReceiver) -> FeedEnvelope {
+async fn member(layer: &InMemoryChannelLayer) -> ChannelReceiver {
+    member_of(layer, BLOG_FEED_GROUP).await
+}
+
+async fn next_message(rx: &mut ChannelReceiver) -> LayerMessage {
     let bytes = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("nothing published")
         .unwrap();
-    FeedEnvelope::decode(&bytes).unwrap()
+    LayerMessage::decode(&bytes).unwrap()
+}
+
+async fn next(rx: &mut ChannelReceiver) -> FeedEnvelope {
+    match next_message(rx).await {
+        LayerMessage::Feed(envelope) => envelope,
+        other => panic!("not a post event: {other:?}"),
+    }
 }
 
 async fn nothing(rx: &mut ChannelReceiver) {
@@ -93,17 +123,7 @@ async fn events_committed_before_a_crash_are_published_in_order_at_startup() {
 
     let layer = InMemoryChannelLayer::default();
     let mut rx = member(&layer).await;
-    let realtime = Realtime::new("test".into(), false);
-    let task = tokio::spawn(
-        Dispatcher::new(
-            db.clone(),
-            Arc::new(layer.clone()),
-            realtime.clone(),
-            DispatchMode::Exclusive,
-            settings(),
-        )
-        .run(),
-    );
+    let (realtime, task) = start_dispatcher(&db, &layer, settings());
     let mut prev = Seq(0);
     for seq in &seqs {
         let envelope = next(&mut rx).await;
@@ -125,17 +145,7 @@ async fn events_committed_before_a_crash_are_published_in_order_at_startup() {
     task.await.unwrap();
 
     // A restarted dispatcher starts from the persisted cursor: nothing is published twice.
-    let realtime = Realtime::new("test".into(), false);
-    let task = tokio::spawn(
-        Dispatcher::new(
-            db.clone(),
-            Arc::new(layer.clone()),
-            realtime.clone(),
-            DispatchMode::Exclusive,
-            settings(),
-        )
-        .run(),
-    );
+    let (realtime, task) = start_dispatcher(&db, &layer, settings());
     nothing(&mut rx).await;
     realtime.shutdown();
     task.await.unwrap();
@@ -154,19 +164,8 @@ async fn a_large_backlog_is_published_in_pieces_members_can_absorb() {
         ..Default::default()
     });
     let mut rx = member(&layer).await;
-    let realtime = Realtime::new("test".into(), false);
-    let mut settings = settings();
-    settings.channel_capacity = 20;
-    let task = tokio::spawn(
-        Dispatcher::new(
-            db.clone(),
-            Arc::new(layer.clone()),
-            realtime.clone(),
-            DispatchMode::Exclusive,
-            settings,
-        )
-        .run(),
-    );
+    let (realtime, task) =
+        start_dispatcher(&db, &layer, RealtimeSettings { channel_capacity: 20, ..settings() });
     let mut last = Seq(0);
     for _ in 0..300 {
         let envelope = next(&mut rx).await;
@@ -216,4 +215,44 @@ async fn with_a_lease_only_one_instance_publishes_and_another_takes_over() {
     assert_eq!(envelope.seq, seq);
     assert_ne!(db.read(OutboxRepository::state).await.unwrap().leader.unwrap(), leader);
     surviving.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_go_to_the_users_group_and_stay_out_of_the_feeds_chain() {
+    let test_db = TestDatabase::sqlite();
+    let db = test_db.migrated();
+    let ann = author(&db).await;
+    let layer = InMemoryChannelLayer::default();
+    let mut feed = member(&layer).await;
+    let mut anns = member_of(&layer, &user_group(ann.id)).await;
+    let mut others = member_of(&layer, &user_group(UserId(ann.id.0 + 1))).await;
+    let (realtime, task) = start_dispatcher(&db, &layer, settings());
+    let before = commit(&db, &ann, "before").await;
+    let id = ann.id;
+    db.write(move |conn| {
+        newspaper_persistence::UserRepository::set_password_hash(
+            conn,
+            id,
+            "new hash",
+            RevocationReason::PasswordChanged,
+            now(),
+        )
+    })
+    .await
+    .unwrap();
+    let after = commit(&db, &ann, "after").await;
+    realtime.committed();
+    assert_eq!(next(&mut feed).await.seq, before);
+    let envelope = next(&mut feed).await;
+    assert_eq!((envelope.seq, envelope.prev_seq), (after, before), "the revocation is not a gap");
+    match next_message(&mut anns).await {
+        LayerMessage::Revocation { seq, user } => {
+            assert_eq!(user, ann.id);
+            assert!(before < seq && seq < after);
+        }
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+    nothing(&mut others).await;
+    realtime.shutdown();
+    task.await.unwrap();
 }

@@ -104,6 +104,63 @@ impl PostChange {
     }
 }
 
+/// Why a user's live streams lose the rights their tokens granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    /// The user changed their password (every earlier token stops working).
+    PasswordChanged,
+    /// The password was reset with a reset token.
+    PasswordReset,
+    /// The account was deactivated.
+    Deactivated,
+    /// The user lost staff rights.
+    StaffRevoked,
+}
+
+impl RevocationReason {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::PasswordChanged => "password_changed",
+            RevocationReason::PasswordReset => "password_reset",
+            RevocationReason::Deactivated => "deactivated",
+            RevocationReason::StaffRevoked => "staff_revoked",
+        }
+    }
+}
+
+/// Everything the outbox records: post changes, which the feed shows, and revocations, which
+/// end the live streams of a user whose credentials changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A post was created, edited or deleted.
+    Post(PostChange),
+    /// The credentials of `user` no longer grant what they granted.
+    CredentialsRevoked {
+        /// Whose credentials.
+        user: UserId,
+        /// What happened to them.
+        reason: RevocationReason,
+    },
+}
+
+impl Change {
+    /// The post change, if this is one.
+    pub fn post(&self) -> Option<&PostChange> {
+        match self {
+            Change::Post(change) => Some(change),
+            Change::CredentialsRevoked { .. } => None,
+        }
+    }
+}
+
+impl From<PostChange> for Change {
+    fn from(change: PostChange) -> Self {
+        Change::Post(change)
+    }
+}
+
 /// An outbox entry: a change with its place in the global order and its commit time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -112,16 +169,17 @@ pub struct StoredEvent {
     /// When the change was committed.
     pub created_at: Timestamp,
     /// The change itself.
-    pub change: PostChange,
+    pub change: Change,
 }
 
 impl StoredEvent {
-    /// The message `audience` receives for this event, if any.
+    /// The message `audience` receives for this event, if any (revocations are never shown).
     pub fn feed_event(&self, audience: Audience) -> Option<FeedEvent> {
-        let (event, snapshot) = self.change.as_seen_by(audience)?;
+        let change = self.change.post()?;
+        let (event, snapshot) = change.as_seen_by(audience)?;
         Some(FeedEvent {
             event,
-            id: self.change.post_id,
+            id: change.post_id,
             title: snapshot.title.clone(),
             status: snapshot.status,
             seq: self.seq,
@@ -198,13 +256,21 @@ mod tests {
             created_at: chrono::DateTime::parse_from_rfc3339("2026-11-23T10:15:02.123456Z")
                 .unwrap()
                 .with_timezone(&chrono::Utc),
-            change: change(None, Some(Published)),
+            change: change(None, Some(Published)).into(),
         };
         let json = serde_json::to_string(&event.feed_event(Audience::Public).unwrap()).unwrap();
         assert_eq!(
             json,
             r#"{"event":"post_created","id":5,"title":"new","status":"published","seq":1017,"timestamp":"2026-11-23T10:15:02.123Z"}"#
         );
-        assert_eq!(event.change.kind(), EventKind::PostCreated);
+        assert_eq!(event.change.post().map(PostChange::kind), Some(EventKind::PostCreated));
+        let revoked = StoredEvent {
+            change: Change::CredentialsRevoked {
+                user: UserId(1),
+                reason: RevocationReason::PasswordChanged,
+            },
+            ..event
+        };
+        assert_eq!(revoked.feed_event(Audience::Privileged), None);
     }
 }

@@ -24,12 +24,14 @@ mod user;
 mod validation;
 mod viewer;
 
-pub use event::{EventKind, FeedEvent, PostChange, PostSnapshot, StoredEvent};
+pub use event::{
+    Change, EventKind, FeedEvent, PostChange, PostSnapshot, RevocationReason, StoredEvent,
+};
 pub use ids::{PostId, Seq, UserId};
 pub use post::{
     AuthorRef, Post, PostOrdering, PostOrderingField, PostStatus, PostTitle, parse_content,
 };
-pub use time::{Timestamp, now};
+pub use time::{Timestamp, now, rfc3339_millis};
 pub use user::{Email, Password, User, Username};
 pub use validation::{FieldError, ValidationErrors};
 pub use viewer::{Audience, Viewer};

@@ -16,17 +16,20 @@ pub(crate) fn format_millis(ts: &Timestamp) -> String {
     ts.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Serde adapter writing a [`Timestamp`] as RFC 3339 UTC with milliseconds.
-pub(crate) mod rfc3339_millis {
+/// Serde adapter writing a [`Timestamp`] as RFC 3339 UTC with milliseconds
+/// (`#[serde(with = "newspaper_domain::rfc3339_millis")]`).
+pub mod rfc3339_millis {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Timestamp;
 
-    pub(crate) fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    /// Writes `2026-11-23T10:15:02.123Z`.
+    pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_millis(ts))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    /// Reads any RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
         let raw = String::deserialize(d)?;
         chrono::DateTime::parse_from_rfc3339(&raw)
             .map(|t| t.with_timezone(&chrono::Utc))

@@ -35,7 +35,6 @@
 
 mod channel;
 mod error;
-pub mod feed;
 mod hub;
 mod layer;
 mod memory;
@@ -45,7 +44,6 @@ mod redis_layer;
 
 pub use channel::{ChannelReceiver, Message, RecvError};
 pub use error::LayerError;
-pub use feed::{BLOG_FEED_GROUP, FeedEnvelope, post_group};
 pub use layer::{ChannelLayer, LayerConfig};
 pub use memory::InMemoryChannelLayer;
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN};

@@ -389,8 +389,9 @@ impl ChannelLayer for RedisChannelLayer {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let local =
-            if self.shared.is_subscribed(group) { self.shared.hub.local_size(group) } else { 0 };
+        // Local members count at once, even before the group's subscription is confirmed: a
+        // stream that just joined must see itself in the count.
+        let local = self.shared.hub.local_size(group);
         Ok(usize::try_from(others).unwrap_or_default() + local)
     }
 

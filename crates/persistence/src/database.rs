@@ -120,6 +120,19 @@ impl Database {
         .await
     }
 
+    /// Runs a read-only closure in one read transaction, so that every statement in it sees
+    /// the same snapshot of the database (`REPEATABLE READ` on PostgreSQL; an SQLite read
+    /// transaction holds one snapshot by nature). What makes `X-Feed-Seq` exact: the seq and
+    /// the rows it describes are read from the same state.
+    pub async fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<PersistenceError> + Send + 'static,
+    {
+        self.read(move |conn| snapshot_transaction(conn, f)).await
+    }
+
     /// Runs a closure as one atomic write: committed if it returns `Ok`, rolled back if it
     /// returns `Err` (or panics). The result arrives only once the write is durable.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
@@ -213,6 +226,35 @@ where
             Err(err)
         }
     }
+}
+
+/// Runs `f` in a read-only transaction with one snapshot.
+pub(crate) fn snapshot_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<PersistenceError>,
+{
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let begun = match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN"),
+        DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction_sql(
+            c,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        ),
+    };
+    begun.map_err(PersistenceError::from)?;
+    let outcome = f(conn);
+    // Nothing was written, so ending the transaction either way is the same; a failure to end
+    // it leaves the connection unusable, which r2d2 notices.
+    let ended = match &outcome {
+        Ok(_) => Manager::commit_transaction(conn),
+        Err(_) => Manager::rollback_transaction(conn),
+    };
+    if let Err(err) = ended {
+        tracing::warn!(error = %err, "could not end a read transaction");
+        let _ = Manager::rollback_transaction(conn);
+    }
+    outcome
 }
 
 /// A write whose reply never came: the writer thread panicked on it or is gone.

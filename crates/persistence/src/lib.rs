@@ -38,7 +38,8 @@
 //! let page = PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery::default())?;
 //! assert_eq!(page.count, 1);
 //! let events = OutboxRepository::list_after(&mut conn, Seq(0), 10)?;
-//! assert_eq!((events[0].seq, events[0].change.post_id), (seq, post.id));
+//! let change = events[0].change.post().unwrap();
+//! assert_eq!((events[0].seq, change.post_id), (seq, post.id));
 //! # Ok(())
 //! # }
 //! ```

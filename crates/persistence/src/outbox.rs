@@ -3,7 +3,9 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use newspaper_domain::{PostChange, PostId, Seq, StoredEvent, Timestamp, UserId};
+use newspaper_domain::{
+    Change, PostChange, PostId, RevocationReason, Seq, StoredEvent, Timestamp, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::on_backend;
@@ -26,17 +28,27 @@ pub struct OutboxState {
     pub lease_expires_at: Option<Timestamp>,
 }
 
-/// The stored payload: everything of the change not already in its own column.
+/// The stored payload of a post change: everything not already in its own column.
 #[derive(Serialize, Deserialize)]
 struct Payload {
     before: Option<newspaper_domain::PostSnapshot>,
     after: Option<newspaper_domain::PostSnapshot>,
 }
 
+/// The stored payload of a revocation.
+#[derive(Serialize, Deserialize)]
+struct RevocationPayload {
+    reason: RevocationReason,
+}
+
+/// The `kind` of revocation rows; post rows hold the post event's name.
+const REVOCATION_KIND: &str = "credentials_revoked";
+
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = post_events)]
 struct EventRow {
     seq: i64,
+    kind: String,
     post_id: i64,
     author_id: i64,
     payload: String,
@@ -45,18 +57,23 @@ struct EventRow {
 
 impl EventRow {
     fn into_event(self) -> Result<StoredEvent, PersistenceError> {
-        let payload: Payload = serde_json::from_str(&self.payload)
-            .map_err(|e| PersistenceError::Corrupt(format!("event {}: {e}", self.seq)))?;
-        Ok(StoredEvent {
-            seq: Seq(self.seq),
-            created_at: self.created_at.and_utc(),
-            change: PostChange {
+        let corrupt =
+            |e: serde_json::Error| PersistenceError::Corrupt(format!("event {}: {e}", self.seq));
+        // Revocation rows keep the user in `author_id` and no post (`post_id` 0).
+        let change = if self.kind == REVOCATION_KIND {
+            let payload: RevocationPayload =
+                serde_json::from_str(&self.payload).map_err(corrupt)?;
+            Change::CredentialsRevoked { user: UserId(self.author_id), reason: payload.reason }
+        } else {
+            let payload: Payload = serde_json::from_str(&self.payload).map_err(corrupt)?;
+            Change::Post(PostChange {
                 post_id: PostId(self.post_id),
                 author_id: UserId(self.author_id),
                 before: payload.before,
                 after: payload.after,
-            },
-        })
+            })
+        };
+        Ok(StoredEvent { seq: Seq(self.seq), created_at: self.created_at.and_utc(), change })
     }
 }
 
@@ -72,22 +89,30 @@ impl OutboxRepository {
     /// seq N never later finds a newly committed event with a smaller seq.
     pub fn append(
         conn: &mut DbConnection,
-        change: &PostChange,
+        change: &Change,
         now: Timestamp,
     ) -> Result<Seq, PersistenceError> {
         if let DbConnection::Postgres(pg) = conn {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"))
                 .execute(pg)?;
         }
-        let payload = serde_json::to_string(&Payload {
-            before: change.before.clone(),
-            after: change.after.clone(),
-        })
-        .map_err(|e| PersistenceError::Corrupt(e.to_string()))?;
+        let encoded = match change {
+            Change::Post(change) => serde_json::to_string(&Payload {
+                before: change.before.clone(),
+                after: change.after.clone(),
+            })
+            .map(|payload| (change.kind().as_str(), change.post_id.0, change.author_id.0, payload)),
+            Change::CredentialsRevoked { user, reason } => {
+                serde_json::to_string(&RevocationPayload { reason: *reason })
+                    .map(|payload| (REVOCATION_KIND, 0, user.0, payload))
+            }
+        };
+        let (kind, post_id, author_id, payload) =
+            encoded.map_err(|e| PersistenceError::Corrupt(e.to_string()))?;
         let values = (
-            post_events::kind.eq(change.kind().as_str()),
-            post_events::post_id.eq(change.post_id.0),
-            post_events::author_id.eq(change.author_id.0),
+            post_events::kind.eq(kind),
+            post_events::post_id.eq(post_id),
+            post_events::author_id.eq(author_id),
             post_events::payload.eq(payload),
             post_events::created_at.eq(now.naive_utc()),
         );

@@ -207,7 +207,7 @@ impl PostRepository {
                 created_at: now,
                 updated_at: now,
             };
-            let seq = OutboxRepository::append(conn, &PostChange::created(&post), now)?;
+            let seq = OutboxRepository::append(conn, &PostChange::created(&post).into(), now)?;
             Ok((post, seq))
         })
     }
@@ -268,7 +268,11 @@ impl PostRepository {
                 adjust_count(conn, current.status, -1)?;
                 adjust_count(conn, updated.status, 1)?;
             }
-            let seq = OutboxRepository::append(conn, &PostChange::updated(current, &updated), now)?;
+            let seq = OutboxRepository::append(
+                conn,
+                &PostChange::updated(current, &updated).into(),
+                now,
+            )?;
             Ok((updated, seq))
         })
     }
@@ -285,7 +289,7 @@ impl PostRepository {
                 return Err(PersistenceError::NotFound);
             }
             adjust_count(conn, current.status, -1)?;
-            OutboxRepository::append(conn, &PostChange::deleted(current), now)
+            OutboxRepository::append(conn, &PostChange::deleted(current).into(), now)
         })
     }
 

@@ -2,9 +2,11 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use newspaper_domain::{Email, Timestamp, User, UserId, Username};
+use newspaper_domain::{Change, Email, RevocationReason, Timestamp, User, UserId, Username};
 
 use crate::connection::on_backend;
+use crate::database::write_transaction;
+use crate::outbox::OutboxRepository;
 use crate::schema::users;
 use crate::{DbConnection, PersistenceError};
 
@@ -129,55 +131,110 @@ impl UserRepository {
             .map(UserRecord::from))
     }
 
-    /// Replaces the password hash.
+    /// Replaces the password hash and records the revocation of the user's live streams, in
+    /// one transaction.
     pub fn set_password_hash(
         conn: &mut DbConnection,
         id: UserId,
         password_hash: &str,
+        reason: RevocationReason,
+        now: Timestamp,
     ) -> Result<(), PersistenceError> {
-        let updated = diesel::update(users::table.find(id.0))
-            .set(users::password_hash.eq(password_hash))
-            .execute(conn)?;
-        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+        write_transaction(conn, |conn| {
+            let updated = diesel::update(users::table.find(id.0))
+                .set(users::password_hash.eq(password_hash))
+                .execute(conn)?;
+            if updated == 0 {
+                return Err(PersistenceError::NotFound);
+            }
+            revoke(conn, id, reason, now)
+        })
     }
 
     /// Replaces the password hash only if it is still `expected`: the compare-and-swap that
     /// makes a reset token single-use even when presented twice at once. Returns whether it
-    /// replaced it.
+    /// replaced it; if it did, the user's live streams are revoked with `reason` in the same
+    /// transaction.
     pub fn replace_password_hash(
         conn: &mut DbConnection,
         id: UserId,
         expected: &str,
         password_hash: &str,
+        reason: RevocationReason,
+        now: Timestamp,
     ) -> Result<bool, PersistenceError> {
-        let updated =
-            diesel::update(users::table.find(id.0).filter(users::password_hash.eq(expected)))
-                .set(users::password_hash.eq(password_hash))
-                .execute(conn)?;
-        Ok(updated == 1)
+        write_transaction(conn, |conn| {
+            let updated =
+                diesel::update(users::table.find(id.0).filter(users::password_hash.eq(expected)))
+                    .set(users::password_hash.eq(password_hash))
+                    .execute(conn)?;
+            if updated == 1 {
+                revoke(conn, id, reason, now)?;
+            }
+            Ok(updated == 1)
+        })
     }
 
-    /// Grants or revokes staff rights.
+    /// Grants or revokes staff rights; returns whether anything changed. Losing staff revokes
+    /// the user's live streams (they may have been showing other people's drafts).
     pub fn set_staff(
         conn: &mut DbConnection,
         id: UserId,
         is_staff: bool,
-    ) -> Result<(), PersistenceError> {
-        let updated = diesel::update(users::table.find(id.0))
-            .set(users::is_staff.eq(is_staff))
-            .execute(conn)?;
-        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+        now: Timestamp,
+    ) -> Result<bool, PersistenceError> {
+        write_transaction(conn, |conn| {
+            let changed = set_flag!(conn, id, users::is_staff, is_staff);
+            if changed && !is_staff {
+                revoke(conn, id, RevocationReason::StaffRevoked, now)?;
+            }
+            Ok(changed)
+        })
     }
 
-    /// Activates or deactivates an account; inactive users cannot log in.
+    /// Activates or deactivates an account; returns whether anything changed. Inactive users
+    /// cannot log in, and deactivation ends their live streams.
     pub fn set_active(
         conn: &mut DbConnection,
         id: UserId,
         is_active: bool,
-    ) -> Result<(), PersistenceError> {
-        let updated = diesel::update(users::table.find(id.0))
-            .set(users::is_active.eq(is_active))
-            .execute(conn)?;
-        if updated == 0 { Err(PersistenceError::NotFound) } else { Ok(()) }
+        now: Timestamp,
+    ) -> Result<bool, PersistenceError> {
+        write_transaction(conn, |conn| {
+            let changed = set_flag!(conn, id, users::is_active, is_active);
+            if changed && !is_active {
+                revoke(conn, id, RevocationReason::Deactivated, now)?;
+            }
+            Ok(changed)
+        })
     }
+}
+
+/// Sets a boolean column of one user; `Ok(false)` if it already had that value, `NotFound` if
+/// there is no such user.
+macro_rules! set_flag {
+    ($conn:expr, $id:expr, $column:expr, $value:expr) => {{
+        let updated = diesel::update(users::table.find($id.0).filter($column.ne($value)))
+            .set($column.eq($value))
+            .execute($conn)?;
+        if updated == 0 {
+            let exists: bool =
+                diesel::select(diesel::dsl::exists(users::table.find($id.0))).get_result($conn)?;
+            if !exists {
+                return Err(PersistenceError::NotFound);
+            }
+        }
+        updated == 1
+    }};
+}
+use set_flag;
+
+/// Records, with the change that caused it, that `user`'s live streams lose their rights.
+fn revoke(
+    conn: &mut DbConnection,
+    user: UserId,
+    reason: RevocationReason,
+    now: Timestamp,
+) -> Result<(), PersistenceError> {
+    OutboxRepository::append(conn, &Change::CredentialsRevoked { user, reason }, now).map(|_| ())
 }

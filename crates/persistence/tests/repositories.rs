@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use chrono::Duration;
 use diesel::prelude::*;
 use newspaper_domain::{
-    Email, EventKind, PostId, PostOrdering, PostStatus, PostTitle, Seq, Timestamp, User, UserId,
-    Username, Viewer, now,
+    Change, Email, EventKind, PostId, PostOrdering, PostStatus, PostTitle, RevocationReason, Seq,
+    Timestamp, User, UserId, Username, Viewer, now,
 };
 use newspaper_persistence::{
     Database, DbConnection, NewPost, NewUser, OutboxRepository, PersistenceError, PostChanges,
@@ -124,11 +124,47 @@ backend_tests! {
         assert_eq!(found.user, ann);
         assert_eq!(found.password_hash, "hash");
         assert!(UserRepository::find_by_id(&mut conn, UserId(999)).unwrap().is_none());
-        UserRepository::set_password_hash(&mut conn, ann.id, "new").unwrap();
-        UserRepository::set_active(&mut conn, ann.id, false).unwrap();
+        UserRepository::set_password_hash(&mut conn, ann.id, "new", RevocationReason::PasswordReset, now()).unwrap();
+        assert!(UserRepository::set_active(&mut conn, ann.id, false, now()).unwrap());
         let again = UserRepository::find_by_id(&mut conn, ann.id).unwrap().unwrap();
         assert_eq!((again.password_hash.as_str(), again.user.is_active), ("new", false));
-        assert!(matches!(UserRepository::set_staff(&mut conn, UserId(999), true), Err(PersistenceError::NotFound)));
+        assert!(matches!(UserRepository::set_staff(&mut conn, UserId(999), true, now()), Err(PersistenceError::NotFound)));
+        assert!(matches!(UserRepository::set_active(&mut conn, UserId(999), true, now()), Err(PersistenceError::NotFound)));
+    }
+
+    fn credential_changes_revoke_live_streams_in_the_same_transaction(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", true);
+        let revocations = |conn: &mut newspaper_persistence::DbConnection| -> Vec<RevocationReason> {
+            OutboxRepository::list_after(conn, Seq(0), 100).unwrap().into_iter().filter_map(|e| match e.change {
+                Change::CredentialsRevoked { user, reason } => { assert_eq!(user, ann.id); Some(reason) }
+                Change::Post(_) => None,
+            }).collect()
+        };
+        // Changes that take nothing away record nothing; a change to the same value is no change.
+        assert!(!UserRepository::set_staff(&mut conn, ann.id, true, now()).unwrap());
+        assert!(!UserRepository::set_active(&mut conn, ann.id, true, now()).unwrap());
+        assert!(revocations(&mut conn).is_empty());
+        assert!(UserRepository::set_staff(&mut conn, ann.id, false, now()).unwrap());
+        assert!(!UserRepository::set_staff(&mut conn, ann.id, false, now()).unwrap());
+        assert!(UserRepository::set_active(&mut conn, ann.id, false, now()).unwrap());
+        assert!(UserRepository::set_active(&mut conn, ann.id, true, now()).unwrap());
+        // A compare-and-swap that loses revokes nothing.
+        assert!(!UserRepository::replace_password_hash(&mut conn, ann.id, "stale", "x", RevocationReason::PasswordReset, now()).unwrap());
+        assert!(UserRepository::replace_password_hash(&mut conn, ann.id, "hash", "new", RevocationReason::PasswordChanged, now()).unwrap());
+        assert_eq!(revocations(&mut conn), [RevocationReason::StaffRevoked, RevocationReason::Deactivated, RevocationReason::PasswordChanged]);
+        // A revocation rolled back with its change leaves no trace.
+        let id = ann.id;
+        let failed: Result<(), PersistenceError> = db.write_blocking(move |conn| {
+            UserRepository::set_password_hash(conn, id, "newer", RevocationReason::PasswordReset, now())?;
+            Err(PersistenceError::NotFound)
+        });
+        assert!(failed.is_err());
+        assert_eq!(revocations(&mut conn).len(), 3);
+        assert_eq!(UserRepository::find_by_id(&mut conn, id).unwrap().unwrap().password_hash, "new");
+        // Post events are told apart from revocations.
+        assert!(OutboxRepository::list_after(&mut conn, Seq(0), 100).unwrap().iter().all(|e| e.feed_event(newspaper_domain::Audience::Privileged).is_none()));
     }
 
     fn every_post_write_appends_its_event_in_order(test_db) {
@@ -146,9 +182,9 @@ backend_tests! {
         assert!(PostRepository::find(&mut conn, post.id).unwrap().is_none());
 
         let events = OutboxRepository::list_after(&mut conn, Seq(0), 10).unwrap();
-        let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.change.kind())).collect();
+        let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.change.post().unwrap().kind())).collect();
         assert_eq!(kinds, [(s1, EventKind::PostCreated), (s2, EventKind::PostUpdated), (s3, EventKind::PostDeleted)]);
-        let update = &events[1].change;
+        let update = events[1].change.post().unwrap();
         assert_eq!(update.before.as_ref().unwrap().title, "Draft");
         assert_eq!(update.after.as_ref().unwrap().status, PostStatus::Published);
         assert_eq!(OutboxRepository::list_after(&mut conn, s1, 1).unwrap()[0].seq, s2);

@@ -6,9 +6,9 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use newspaper_domain::{User, UserId, Viewer};
-use newspaper_persistence::UserRepository;
+use newspaper_persistence::{UserRecord, UserRepository};
 
-use super::tokens::{TokenError, TokenType};
+use super::tokens::{Claims, TokenError, TokenService, TokenType};
 use crate::ApiError;
 use crate::state::AppState;
 
@@ -75,18 +75,29 @@ pub(crate) async fn authenticate_as(
     state: &AppState,
     token: &str,
     accept: &[TokenType],
-) -> Result<(AuthUser, super::tokens::Claims), ApiError> {
+) -> Result<(AuthUser, Claims), ApiError> {
     let claims = state.tokens.decode(token, accept)?;
     let id = UserId(claims.user_id);
     let record = state.db.read(move |conn| UserRepository::find_by_id(conn, id)).await?;
+    let user = check_user(&state.tokens, record, &claims)?;
+    Ok((user, claims))
+}
+
+/// Whether the user a valid token names (as loaded now) may act: they exist, are active, and
+/// have not changed their password since the token was issued.
+pub(crate) fn check_user(
+    tokens: &TokenService,
+    record: Option<UserRecord>,
+    claims: &Claims,
+) -> Result<AuthUser, ApiError> {
     let record = record.ok_or_else(|| ApiError::Unauthorized("User not found".into()))?;
     if !record.user.is_active {
         return Err(ApiError::Unauthorized("User is inactive".into()));
     }
-    if state.tokens.password_version(&record.password_hash) != claims.pwv {
+    if tokens.password_version(&record.password_hash) != claims.pwv {
         return Err(TokenError::Invalid.into());
     }
-    Ok((AuthUser { user: record.user, password_hash: record.password_hash }, claims))
+    Ok(AuthUser { user: record.user, password_hash: record.password_hash })
 }
 
 fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use newspaper_domain::{Email, Password, User, UserId, ValidationErrors, now};
+use newspaper_domain::{Email, Password, RevocationReason, User, UserId, ValidationErrors, now};
 use newspaper_persistence::{RefreshTokenRepository, UserRepository};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -378,12 +378,21 @@ pub async fn confirm_password_reset(
     let replaced = state
         .db
         .write(move |conn| {
-            UserRepository::replace_password_hash(conn, user_id, &old_hash, &new_hash)
+            UserRepository::replace_password_hash(
+                conn,
+                user_id,
+                &old_hash,
+                &new_hash,
+                RevocationReason::PasswordReset,
+                now(),
+            )
         })
         .await?;
     if !replaced {
         return Err(invalid_reset_token());
     }
+    // The user's live streams, anywhere, lose the rights of the old password.
+    state.realtime.committed();
     tracing::info!(user = %user_id, "password reset");
     Ok(HttpResponse::Ok().json(ErrorDetail { detail: "Password has been reset.".into() }))
 }
@@ -425,11 +434,21 @@ pub async fn change_password(
     let (id, old_hash, stored) = (user.user.id, user.password_hash.clone(), new_hash.clone());
     let replaced = state
         .db
-        .write(move |conn| UserRepository::replace_password_hash(conn, id, &old_hash, &stored))
+        .write(move |conn| {
+            UserRepository::replace_password_hash(
+                conn,
+                id,
+                &old_hash,
+                &stored,
+                RevocationReason::PasswordChanged,
+                now(),
+            )
+        })
         .await?;
     if !replaced {
         return Err(wrong_old());
     }
+    state.realtime.committed();
     let pair = state.tokens.issue_pair(id, &new_hash)?;
     tracing::info!(user = %id, "password changed");
     Ok(HttpResponse::Ok().json(PasswordChangeResponse {

@@ -10,6 +10,7 @@ mod tokens;
 
 pub use accounts::NewAccount;
 pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
+pub(crate) use extractor::{authenticate_as, check_user};
 pub use passwords::PasswordHasher;
 pub use throttle::Throttle;
 pub(crate) use tokens::random_id;

@@ -7,16 +7,20 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use newspaper_domain::Seq;
 
 /// Pages kept at most; a full cache starts over.
 const MAX_ENTRIES: usize = 512;
 /// The longest an entry is served, as a bound should an invalidation be lost.
 const TTL: Duration = Duration::from_secs(1);
 
+/// A response body and the feed position it was read at (its `X-Feed-Seq`).
+pub type CachedPage = (Seq, Bytes);
+
 #[derive(Default)]
 struct Entries {
     generation: u64,
-    pages: HashMap<String, (Instant, Bytes)>,
+    pages: HashMap<String, (Instant, CachedPage)>,
 }
 
 /// Response bodies of `GET /api/posts/` for anonymous readers, keyed by URL.
@@ -33,7 +37,7 @@ impl std::fmt::Debug for ListCache {
 
 impl ListCache {
     /// The body cached for `key`, if it was computed at `generation` and is fresh.
-    pub fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
+    pub fn get(&self, key: &str, generation: u64) -> Option<CachedPage> {
         let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.generation != generation {
             return None;
@@ -43,7 +47,7 @@ impl ListCache {
 
     /// Stores a body computed from data read at `read_at` (the generation before the read);
     /// dropped if anything was committed since, because it may predate that commit.
-    pub fn put(&self, key: String, read_at: u64, current: u64, body: Bytes) {
+    pub fn put(&self, key: String, read_at: u64, current: u64, body: CachedPage) {
         if read_at != current {
             return;
         }
@@ -63,13 +67,13 @@ mod tests {
     #[test]
     fn a_commit_invalidates_and_stale_reads_are_not_stored() {
         let cache = ListCache::default();
-        cache.put("a".into(), 1, 1, Bytes::from_static(b"page"));
-        assert_eq!(cache.get("a", 1).as_deref(), Some(&b"page"[..]));
+        cache.put("a".into(), 1, 1, (Seq(1), Bytes::from_static(b"page")));
+        assert_eq!(cache.get("a", 1), Some((Seq(1), Bytes::from_static(b"page"))));
         assert_eq!(cache.get("a", 2), None, "a commit since");
-        cache.put("b".into(), 1, 2, Bytes::from_static(b"old"));
+        cache.put("b".into(), 1, 2, (Seq(1), Bytes::from_static(b"old")));
         assert_eq!(cache.get("b", 2), None, "read before a commit that happened meanwhile");
-        cache.put("b".into(), 2, 2, Bytes::from_static(b"new"));
-        assert_eq!(cache.get("b", 2).as_deref(), Some(&b"new"[..]));
+        cache.put("b".into(), 2, 2, (Seq(2), Bytes::from_static(b"new")));
+        assert_eq!(cache.get("b", 2), Some((Seq(2), Bytes::from_static(b"new"))));
         assert_eq!(cache.get("a", 2), None);
     }
 
@@ -77,7 +81,7 @@ mod tests {
     fn entries_expire_and_the_cache_is_bounded() {
         let cache = ListCache::default();
         for i in 0..MAX_ENTRIES + 1 {
-            cache.put(format!("k{i}"), 0, 0, Bytes::new());
+            cache.put(format!("k{i}"), 0, 0, (Seq(0), Bytes::new()));
         }
         assert_eq!(cache.entries.read().unwrap().pages.len(), 1);
         cache
@@ -85,7 +89,7 @@ mod tests {
             .write()
             .unwrap()
             .pages
-            .insert("old".into(), (Instant::now() - TTL, Bytes::new()));
+            .insert("old".into(), (Instant::now() - TTL, (Seq(0), Bytes::new())));
         assert_eq!(cache.get("old", 0), None);
     }
 }

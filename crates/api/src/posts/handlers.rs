@@ -4,8 +4,8 @@
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use newspaper_domain::{Post, PostId, Viewer, now};
-use newspaper_persistence::{DbConnection, PostRepository};
+use newspaper_domain::{Post, PostId, Seq, Viewer, now};
+use newspaper_persistence::{DbConnection, OutboxRepository, PostRepository};
 
 use super::input::{PostInput, PostWrite};
 use super::list::{ListPostsParams, ListRequest, PageNumber, PostPage};
@@ -23,6 +23,18 @@ fn load_for_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Resu
     if viewer.can_modify(post.author.id) { Ok(post) } else { Err(ApiError::forbidden()) }
 }
 
+/// The header that tells which feed position a response was read at: open the feed with
+/// `?since=` this value to receive exactly the changes after it.
+pub const FEED_SEQ_HEADER: &str = "X-Feed-Seq";
+
+/// A JSON body read at feed position `seq`.
+fn json_at(seq: Seq, body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .insert_header((FEED_SEQ_HEADER, seq.0.to_string()))
+        .body(body)
+}
+
 /// The request's own URL without its query, for pagination links.
 fn base_url(req: &HttpRequest) -> String {
     let info = req.connection_info();
@@ -33,7 +45,8 @@ fn base_url(req: &HttpRequest) -> String {
 #[utoipa::path(get, path = "/api/posts/", tag = "posts", params(ListPostsParams),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, body = PostPage),
+        (status = 200, body = PostPage, headers(("X-Feed-Seq" = i64,
+            description = "The feed position this page was read at: open /ws/blog/?since= it to stream exactly the changes after it"))),
         (status = 400, description = "Invalid filter", body = ValidationErrorBody),
         (status = 401, description = "A token was sent and is invalid", body = ErrorDetail),
         (status = 404, description = "Invalid page", body = ErrorDetail)))]
@@ -47,14 +60,18 @@ pub async fn list_posts(
     // Anonymous readers all see the same thing, so their pages can be shared.
     let cache_key = auth.0.is_none().then(|| format!("{base}?{}", req.query_string()));
     let generation = state.realtime.generation();
-    if let Some(body) = cache_key.as_deref().and_then(|key| state.list_cache.get(key, generation)) {
-        return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body));
+    if let Some((seq, body)) =
+        cache_key.as_deref().and_then(|key| state.list_cache.get(key, generation))
+    {
+        return Ok(json_at(seq, body));
     }
     let viewer = auth.viewer();
     let plan = request.clone();
-    let (number, page) = state
+    // One snapshot for the page and the feed position, so `X-Feed-Seq` is exact.
+    let (number, page, seq) = state
         .db
-        .read(move |conn| {
+        .read_snapshot(move |conn| {
+            let seq = OutboxRepository::latest_seq(conn)?;
             let number = match plan.page {
                 PageNumber::Number(n) => n,
                 PageNumber::Last => {
@@ -66,16 +83,16 @@ pub async fn list_posts(
             };
             let page =
                 PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
-            Ok::<_, ApiError>((number, page))
+            Ok::<_, ApiError>((number, page, seq))
         })
         .await?;
     let page = request.paginate(&base, number, page.count, page.items)?;
     let body =
         Bytes::from(serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?);
     if let Some(key) = cache_key {
-        state.list_cache.put(key, generation, state.realtime.generation(), body.clone());
+        state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
     }
-    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
+    Ok(json_at(seq, body))
 }
 
 /// Create a post; the caller is its author.
@@ -111,7 +128,8 @@ pub async fn create_post(
     params(("id" = i64, Path, description = "Post id")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, body = Post),
+        (status = 200, body = Post, headers(("X-Feed-Seq" = i64,
+            description = "The feed position this post was read at"))),
         (status = 401, body = ErrorDetail),
         (status = 404, body = ErrorDetail)))]
 pub async fn retrieve_post(
@@ -120,9 +138,16 @@ pub async fn retrieve_post(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let (viewer, id) = (auth.viewer(), PostId(id.into_inner()));
-    let post =
-        state.db.read(move |conn| PostRepository::find_visible_to(conn, &viewer, id)).await?;
-    post.map(|p| HttpResponse::Ok().json(p)).ok_or_else(ApiError::not_found)
+    let (post, seq) = state
+        .db
+        .read_snapshot(move |conn| {
+            let seq = OutboxRepository::latest_seq(conn)?;
+            Ok::<_, ApiError>((PostRepository::find_visible_to(conn, &viewer, id)?, seq))
+        })
+        .await?;
+    let post = post.ok_or_else(ApiError::not_found)?;
+    let body = serde_json::to_vec(&post).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_at(seq, Bytes::from(body)))
 }
 
 async fn update(

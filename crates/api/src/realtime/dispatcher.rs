@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use newspaper_domain::{Seq, now};
-use newspaper_events::{
-    BLOG_FEED_GROUP, ChannelLayer, FeedEnvelope, GroupName, LayerError, post_group,
-};
+use newspaper_domain::{Change, Seq, now};
+use newspaper_events::{ChannelLayer, GroupName, LayerError};
 use newspaper_persistence::{Database, OutboxRepository, RefreshTokenRepository};
 
+use super::envelope::{BLOG_FEED_GROUP, FeedEnvelope, LayerMessage, post_group, user_group};
 use super::{OUTBOX_WAKE_GROUP, Realtime};
 use crate::ApiError;
 use crate::settings::RealtimeSettings;
@@ -57,6 +56,9 @@ impl std::fmt::Debug for Dispatcher {
 struct State {
     /// The last seq handed to the layer by this instance; `None` until read from the database.
     cursor: Option<Seq>,
+    /// The last post event handed to the layer (revocations are not part of the feed's chain
+    /// of `prev_seq`); `None` until the cursor is read.
+    prev_post: Option<Seq>,
     leader: bool,
     lease_renewed: Option<Instant>,
     last_prune: Instant,
@@ -87,6 +89,7 @@ impl Dispatcher {
         };
         let mut state = State {
             cursor: None,
+            prev_post: None,
             leader: self.mode == DispatchMode::Exclusive,
             lease_renewed: None,
             last_prune: Instant::now(),
@@ -197,6 +200,7 @@ impl Dispatcher {
                 if holds && !state.leader {
                     tracing::info!(instance = %instance, "took the publishing lease");
                     state.cursor = None;
+                    state.prev_post = None;
                 }
                 state.leader = holds;
                 state.lease_renewed = holds.then(Instant::now);
@@ -228,15 +232,20 @@ impl Dispatcher {
             return Ok(0);
         }
         let feed = GroupName::new(BLOG_FEED_GROUP)?;
-        let mut prev = after;
+        let mut prev = state.prev_post.unwrap_or(after);
         for event in &events {
-            let wire = FeedEnvelope::from_event(event, prev)?.encode();
-            self.layer.group_send(&feed, wire.clone()).await?;
-            self.layer
-                .group_send(&GroupName::new(&post_group(event.change.post_id))?, wire)
-                .await?;
-            prev = event.seq;
-            state.cursor = Some(prev);
+            if let Some(envelope) = FeedEnvelope::from_event(event, prev) {
+                let post = GroupName::new(&post_group(envelope.post_id))?;
+                let wire = LayerMessage::Feed(envelope).encode();
+                self.layer.group_send(&feed, wire.clone()).await?;
+                self.layer.group_send(&post, wire).await?;
+                prev = event.seq;
+            } else if let Change::CredentialsRevoked { user, .. } = &event.change {
+                let wire = LayerMessage::Revocation { seq: event.seq, user: *user }.encode();
+                self.layer.group_send(&GroupName::new(&user_group(*user))?, wire).await?;
+            }
+            state.cursor = Some(event.seq);
+            state.prev_post = Some(prev);
         }
         if state.persisted.is_none_or(|(_, at)| at.elapsed() >= PERSIST_EVERY) {
             self.persist(state).await?;

@@ -70,7 +70,7 @@ pub(crate) async fn blog_feed_socket(
     let limit = settings.realtime.max_message_bytes;
     let stream =
         stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
-    actix_web::rt::spawn(session::run(state.into_inner(), params, ws, stream));
+    session::open_stream(state.into_inner(), params, ws, stream).await;
     Ok(response)
 }
 

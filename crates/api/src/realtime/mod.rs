@@ -3,8 +3,10 @@
 
 mod dispatcher;
 pub(crate) mod endpoint;
+pub mod envelope;
 mod origin;
 mod presence;
+pub mod protocol;
 mod session;
 pub(crate) mod stats;
 
@@ -16,6 +18,7 @@ use tokio::sync::{Notify, watch};
 pub(crate) use dispatcher::forward_remote_wakes;
 pub use dispatcher::{DispatchMode, Dispatcher};
 pub(crate) use endpoint::blog_feed_socket;
+pub use envelope::{BLOG_FEED_GROUP, FeedEnvelope, LayerMessage, post_group, user_group};
 pub use origin::origin_allowed;
 pub(crate) use presence::run_presence;
 pub use stats::RealtimeStats;
@@ -37,6 +40,8 @@ struct Inner {
     remote_wake: Option<Notify>,
     connections: AtomicUsize,
     presence: watch::Sender<usize>,
+    /// Bumped whenever a stream joins the feed; see [`Realtime::next_presence_epoch`].
+    presence_epoch: AtomicU64,
     presence_nudge: Notify,
     shutdown: watch::Sender<bool>,
     instance: String,
@@ -53,6 +58,7 @@ impl Realtime {
                 remote_wake: shared_layer.then(Notify::new),
                 connections: AtomicUsize::new(0),
                 presence: watch::Sender::new(0),
+                presence_epoch: AtomicU64::new(0),
                 presence_nudge: Notify::new(),
                 shutdown: watch::Sender::new(false),
                 instance,
@@ -107,6 +113,17 @@ impl Realtime {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
+    }
+
+    /// Marks a stream's joining the feed. Presence counts taken at an earlier epoch may not
+    /// include it, so the stream ignores them (it has sent its own, fresh count).
+    pub(crate) fn next_presence_epoch(&self) -> u64 {
+        self.inner.presence_epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The epoch a presence count is about to be taken at.
+    pub(crate) fn presence_epoch(&self) -> u64 {
+        self.inner.presence_epoch.load(Ordering::Acquire)
     }
 
     pub(crate) fn nudge_presence(&self) {

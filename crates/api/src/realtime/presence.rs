@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use newspaper_events::{BLOG_FEED_GROUP, ChannelLayer, GroupName};
+use newspaper_events::{ChannelLayer, GroupName};
 
 use super::Realtime;
+use super::envelope::{BLOG_FEED_GROUP, LayerMessage};
+use super::protocol::ServerFrame;
 
 /// How often the count is re-read even without local changes (other instances' clients,
 /// expired memberships).
@@ -21,6 +23,7 @@ pub(crate) async fn run_presence(
     let Ok(feed) = GroupName::new(BLOG_FEED_GROUP) else { return };
     let mut shutdown = realtime.shutdown_signal();
     loop {
+        let epoch = realtime.presence_epoch();
         match layer.group_size(&feed).await {
             Ok(count) => {
                 let changed = realtime.inner.presence.send_if_modified(|current| {
@@ -30,8 +33,9 @@ pub(crate) async fn run_presence(
                 });
                 if changed {
                     // Through each stream's own queue: no shared lock for every socket to take.
-                    let frame = serde_json::json!({"event": "presence", "group": BLOG_FEED_GROUP, "count": count});
-                    layer.broadcast_local(&feed, bytes::Bytes::from(frame.to_string()));
+                    let frame = ServerFrame::Presence { group: BLOG_FEED_GROUP, count }.to_text();
+                    let message = LayerMessage::Presence { epoch, frame: frame.into_bytes() };
+                    layer.broadcast_local(&feed, message.encode());
                 }
             }
             Err(err) => tracing::debug!(error = %err, "presence count unavailable"),

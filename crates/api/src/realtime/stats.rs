@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use newspaper_events::{BLOG_FEED_GROUP, GroupName};
+use newspaper_events::GroupName;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::envelope::BLOG_FEED_GROUP;
 use crate::ApiError;
 use crate::auth::MaybeAuthenticated;
 use crate::error::ErrorDetail;

@@ -1,0 +1,101 @@
+//! How a stream ends, and the close code each ending gets (docs/websocket.md has the table).
+
+use std::time::{Duration, Instant};
+
+use actix_ws::{CloseCode, ProtocolError};
+use newspaper_domain::Seq;
+use newspaper_events::ChannelReceiver;
+
+/// What actix-ws says when fragments add up past `max_continuation_size`; it has no variant of
+/// its own, so this text is the only way to tell it from a broken socket (a test pins it).
+const CONTINUATION_TOO_LARGE: &str = "Exceeded maximum continuation size";
+
+/// The access token that granted the stream's rights expired, and no newer one came.
+pub(super) const TOKEN_EXPIRED: u16 = 4001;
+/// The user's credentials changed (password, deactivation, staff rights).
+pub(super) const CREDENTIALS_REVOKED: u16 = 4003;
+
+/// How a session ends.
+#[derive(Debug)]
+pub(super) enum Exit {
+    /// Send a close frame with this code and reason.
+    Close(CloseCode, String),
+    /// The peer is gone; nothing to send.
+    Gone,
+}
+
+impl Exit {
+    pub(super) fn close(code: CloseCode, reason: impl Into<String>) -> Self {
+        Exit::Close(code, reason.into())
+    }
+
+    pub(super) fn shutdown() -> Self {
+        Exit::close(CloseCode::Away, "server shutting down")
+    }
+
+    pub(super) fn token_expired() -> Self {
+        Exit::close(CloseCode::Other(TOKEN_EXPIRED), "token expired")
+    }
+
+    pub(super) fn revoked() -> Self {
+        Exit::close(CloseCode::Other(CREDENTIALS_REVOKED), "credentials revoked")
+    }
+
+    /// The close for a stream whose buffer overflowed.
+    pub(super) fn lagged(resume: Seq) -> Self {
+        Exit::close(
+            CloseCode::Again,
+            format!("too slow: events were dropped; reconnect with ?since={}", resume.0),
+        )
+    }
+
+    /// The database could not be read for the stream (replay, revocation check).
+    pub(super) fn history_unavailable() -> Self {
+        Exit::close(CloseCode::Again, "history temporarily unavailable; resume with since")
+    }
+
+    /// The close for a frame the client should not have sent (RFC 6455 §7.4.1): too big is
+    /// 1009, text that is not UTF-8 is 1007, anything else breaks the protocol (1002).
+    pub(super) fn bad_frame(err: &ProtocolError, max_message_bytes: usize) -> Self {
+        match err {
+            ProtocolError::Overflow => too_big(max_message_bytes),
+            ProtocolError::Io(io) if io.to_string() == CONTINUATION_TOO_LARGE => {
+                too_big(max_message_bytes)
+            }
+            ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                Exit::close(CloseCode::Invalid, "text message is not valid UTF-8")
+            }
+            other => Exit::close(CloseCode::Protocol, other.to_string()),
+        }
+    }
+}
+
+fn too_big(max_message_bytes: usize) -> Exit {
+    Exit::close(CloseCode::Size, format!("message larger than {max_message_bytes} bytes"))
+}
+
+/// Waits for a write to be queued, but not past the point where the client has already lost:
+/// overflow of its event buffer, shutdown (its channel closes), or a write stalled for `stall`
+/// (checked on heartbeat ticks, so the hot path arms no timer of its own).
+pub(super) async fn guarded(
+    write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+    receiver: &ChannelReceiver,
+    heartbeat: &mut tokio::time::Interval,
+    resume: Seq,
+    stall: Duration,
+) -> Result<(), Exit> {
+    let started = Instant::now();
+    let mut write = std::pin::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            written = &mut write => return written.map_err(|_| Exit::Gone),
+            _ = receiver.lagged() => return Err(Exit::lagged(resume)),
+            _ = heartbeat.tick() => {
+                if started.elapsed() >= stall {
+                    return Err(Exit::close(CloseCode::Policy, "write stalled"));
+                }
+            }
+        }
+    }
+}
