@@ -2,19 +2,23 @@
 //! database, then talk to it over real HTTP and real WebSockets.
 
 mod demo_page;
+mod faults;
 mod process;
+mod tls;
 mod ws;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub use demo_page::{artifacts_dir, browser_available, log_has_js, post_item_js};
+pub use faults::{Fault, FaultyProxy};
 use newspaper_api::{Application, ApplicationHandle, Settings};
 pub use newspaper_persistence::testing::{POSTGRES_URL_VAR, TestDatabase};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
 pub use process::{RedisServer, ServerProcess, free_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+pub use tls::{TestCa, certificate_names};
 use tokio::task::JoinHandle;
 pub use ws::{StalledClient, WsClient, WsError, stalled_client};
 

@@ -20,6 +20,8 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// With TLS: the certificate and key files; the server then listens with TLS only.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl RedisServer {
@@ -30,14 +32,23 @@ impl RedisServer {
 
     /// Starts one on a free port, keeping nothing on disk.
     pub fn start() -> RedisServer {
-        let mut server = RedisServer { port: free_port(), child: None };
+        let mut server = RedisServer { port: free_port(), child: None, tls: None };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// Starts one that speaks only TLS, with this certificate and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        let tls = Some((cert.to_owned(), key.to_owned()));
+        let mut server = RedisServer { port: free_port(), child: None, tls };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it without warning, as a crash would.
@@ -51,17 +62,26 @@ impl RedisServer {
     /// Starts it again on the same port and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let mut args: Vec<String> =
+            ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from).to_vec();
+        match &self.tls {
+            None => args.extend(["--port".into(), port]),
+            Some((cert, key)) => args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port,
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]),
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

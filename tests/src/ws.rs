@@ -23,11 +23,22 @@ pub struct WsClient {
 impl WsClient {
     /// Connects to `url`, optionally sending an `Origin` header.
     pub async fn connect(url: &str, origin: Option<&str>) -> Result<WsClient, WsError> {
+        match origin {
+            Some(origin) => Self::connect_with(url, &[("Origin", origin)]).await,
+            None => Self::connect_with(url, &[]).await,
+        }
+    }
+
+    /// Connects to `url` with extra handshake headers (`X-Forwarded-For`, say).
+    pub async fn connect_with(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<WsClient, WsError> {
         let mut request = url.into_client_request()?;
-        if let Some(origin) = origin {
+        for (name, value) in headers {
             request
                 .headers_mut()
-                .insert("Origin", HeaderValue::from_str(origin).unwrap_or_else(|e| panic!("{e}")));
+                .append(*name, HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")));
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(WsClient { stream })

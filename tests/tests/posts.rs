@@ -109,10 +109,18 @@ app_tests! {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(body, json!({"detail": "Request body is too large (limit 1048576 bytes)."}));
 
-        // Just under the limit is fine.
-        let fits = format!("{{\"title\": \"t\", \"content\": \"{}\"}}", "x".repeat(1024 * 1024 - 100));
-        let (status, _) = newspaper_tests::read(post(fits.into_bytes(), "application/json").send().await.unwrap()).await;
+        // Content is limited to 100,000 characters (not bytes): at the limit is fine, one more
+        // is a field error, and nothing is stored.
+        let at_limit = json!({"title": "t", "content": "é".repeat(100_000)});
+        let (status, created) = app.post("/api/posts/", Some(&ann.access), at_limit).await;
         assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(created["content"].as_str().unwrap().chars().count(), 100_000);
+        let over = json!({"title": "t", "content": "x".repeat(100_001)});
+        let (status, body) = app.post("/api/posts/", Some(&ann.access), over.clone()).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({"content": ["Ensure this field has no more than 100000 characters."]})));
+        let path = format!("/api/posts/{}/", created["id"]);
+        let (status, body) = app.call(Method::PATCH, &path, Some(&ann.access), Some(json!({"content": "x".repeat(100_001)}))).await;
+        assert_eq!((status, &body["content"][0]), (StatusCode::BAD_REQUEST, &json!("Ensure this field has no more than 100000 characters.")));
         assert_eq!(app.event_count().await, 1);
     }
 
@@ -276,13 +284,36 @@ app_tests! {
 }
 
 #[tokio::test]
-async fn health_reports_the_database_and_the_channel_layer() {
+async fn health_answers_everyone_and_details_only_staff() {
     let app = TestApp::spawn().await;
-    let (status, body) = app.get("/api/health/", None).await;
+    assert_eq!(app.get("/api/health/", None).await, (StatusCode::OK, json!({"status": "ok"})));
+    let ann = app.user("ann@example.com").await;
+    assert_eq!(
+        app.get("/api/health/", Some(&ann.access)).await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(app.get("/api/health/", Some("not-a-token")).await.1, json!({"status": "ok"}));
+    let boss = app.staff("boss@example.com").await;
+    let (status, body) = app.get("/api/health/", Some(&boss.access)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        (&body["status"], &body["database"], &body["channel_layer"]),
-        (&json!("ok"), &json!("ok"), &json!("ok"))
+        body["details"],
+        json!({"database": "ok", "writer": "ok", "channel_layer": "ok", "instance": body["details"]["instance"]})
+    );
+}
+
+#[tokio::test]
+async fn search_terms_are_at_most_100_characters() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app.get(&format!("/api/posts/?search={}", "é".repeat(100)), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.get(&format!("/api/posts/?search={}", "x".repeat(101)), None).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"search": ["Ensure this field has no more than 100 characters."]})
+        )
     );
 }
 

@@ -149,6 +149,27 @@ pub struct Config {
     /// Close WebSockets silent for this long.
     #[arg(long, env = "NEWSPAPER_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = duration, global = true)]
     pub ws_idle_timeout: Duration,
+    /// Proxies whose X-Forwarded-For is believed: addresses and CIDR blocks, comma-separated.
+    #[arg(long, env = "NEWSPAPER_TRUSTED_PROXIES", default_value = "", global = true)]
+    pub trusted_proxies: String,
+    /// Open WebSocket streams allowed per client address (0: no limit; loopback never limited).
+    #[arg(long, env = "NEWSPAPER_WS_MAX_PER_CLIENT", default_value_t = 0, global = true)]
+    pub ws_max_per_client: usize,
+    /// How long a request waits for the database before it is answered 503.
+    #[arg(long, env = "NEWSPAPER_DATABASE_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub database_timeout: Duration,
+    /// How long one statement may run before it is stopped (the request is answered 503).
+    #[arg(long, env = "NEWSPAPER_STATEMENT_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub statement_timeout: Duration,
+    /// Writes that may wait for the database writer; past that, writes are answered 503.
+    #[arg(long, env = "NEWSPAPER_WRITE_QUEUE", default_value_t = 1024, global = true)]
+    pub write_queue: usize,
+    /// PEM file of the certificate authority to trust for rediss:// (default: the system's).
+    #[arg(long, env = "NEWSPAPER_REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// Allow --debug on an address other than loopback (debug mode reveals reset tokens).
+    #[arg(long, env = "NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub debug_on_public_address: bool,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -186,9 +207,15 @@ impl Config {
             idle_timeout: self.ws_idle_timeout,
             ..RealtimeSettings::default()
         };
-        if settings.secret_key.is_none() && !settings.debug {
-            return Err("NEWSPAPER_SECRET_KEY (or --secret-key) is required unless NEWSPAPER_DEBUG=1 (or --debug)".into());
-        }
+        settings.trusted_proxies =
+            self.trusted_proxies.parse().map_err(|e| format!("NEWSPAPER_TRUSTED_PROXIES: {e}"))?;
+        settings.ws_max_per_client = self.ws_max_per_client;
+        settings.database_timeout = self.database_timeout;
+        settings.statement_timeout = self.statement_timeout;
+        settings.write_queue = self.write_queue.max(1);
+        settings.redis_ca_file = self.redis_ca_file.clone();
+        settings.allow_debug_on_public_address = self.debug_on_public_address;
+        settings.check()?;
         if !(4..=31).contains(&settings.bcrypt_cost) {
             return Err("the bcrypt cost must be between 4 and 31".into());
         }
@@ -226,12 +253,16 @@ mod tests {
         let cli =
             Cli::try_parse_from(["newspaper", "--debug", "--database-url", "mysql://x"]).unwrap();
         assert!(cli.config.settings().unwrap_err().contains("unsupported database scheme"));
+        let cli = Cli::try_parse_from(["newspaper", "--secret-key", "k"]).unwrap();
+        assert!(cli.config.settings().unwrap_err().contains("at least 32 bytes"));
         let cli = Cli::try_parse_from([
             "newspaper",
             "--secret-key",
-            "k",
+            "a-signing-key-of-at-least-32-bytes!",
             "--channel-layer",
             "redis://127.0.0.1:6379",
+            "--trusted-proxies",
+            "127.0.0.1,10.0.0.0/8",
         ])
         .unwrap();
         let settings = cli.config.settings().unwrap();
@@ -239,6 +270,21 @@ mod tests {
             settings.channel_layer,
             ChannelLayerSetting::Redis("redis://127.0.0.1:6379".into())
         );
+        assert_eq!(settings.trusted_proxies.to_string(), "127.0.0.1/32,10.0.0.0/8");
+        let cli =
+            Cli::try_parse_from(["newspaper", "--debug", "--trusted-proxies", "nope"]).unwrap();
+        assert!(cli.config.settings().unwrap_err().contains("NEWSPAPER_TRUSTED_PROXIES"));
+        let cli = Cli::try_parse_from(["newspaper", "--debug", "--bind", "0.0.0.0:8000"]).unwrap();
+        assert!(cli.config.settings().unwrap_err().contains("NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS"));
+        let cli = Cli::try_parse_from([
+            "newspaper",
+            "--debug",
+            "--bind",
+            "0.0.0.0:8000",
+            "--debug-on-public-address",
+        ])
+        .unwrap();
+        assert!(cli.config.settings().is_ok());
         let cli = Cli::try_parse_from([
             "newspaper",
             "--debug",

@@ -120,6 +120,36 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         run(newspaper(&db).env("NEWSPAPER_CHANNEL_LAYER", "kafka://x").arg("--debug"));
     assert_eq!(code, 2);
     assert!(err.contains("unsupported channel layer"), "{err}");
+    let (code, _, err) = run(newspaper(&db).env("NEWSPAPER_SECRET_KEY", "too-short"));
+    assert_eq!(code, 2);
+    assert!(err.contains("at least 32 bytes"), "{err}");
+    let (code, _, err) = run(newspaper(&db).args(["--debug", "--bind", "0.0.0.0:0"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS"), "{err}");
+    assert!(!db.exists(), "nothing was created");
+}
+
+#[test]
+fn debug_on_a_public_address_starts_only_when_asked_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("news.db");
+    let mut child = newspaper(&db)
+        .args(["--debug", "--bind", "0.0.0.0:0", "--debug-on-public-address"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut warned = false;
+    for line in lines {
+        let line = line.unwrap();
+        warned |= line.contains("debug mode on a public address");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "a warning is logged at start");
 }
 
 #[tokio::test]
@@ -127,7 +157,7 @@ async fn serve_logs_each_request_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("news.db");
     let mut child = newspaper(&db)
-        .env("NEWSPAPER_SECRET_KEY", "k")
+        .env("NEWSPAPER_SECRET_KEY", "a-signing-key-of-at-least-32-bytes!")
         .env("NEWSPAPER_BIND", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()

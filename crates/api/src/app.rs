@@ -18,7 +18,7 @@ use crate::auth::{PasswordHasher, Throttle, TokenService, handlers as auth};
 use crate::error::detail_response;
 use crate::pages::Pages;
 use crate::posts::handlers as posts;
-use crate::realtime::{self, DispatchMode, Dispatcher, Realtime};
+use crate::realtime::{self, DispatchMode, Dispatcher, FeedLimits, Realtime};
 use crate::settings::{ChannelLayerSetting, Settings};
 use crate::state::AppState;
 use crate::{ApiError, middleware, openapi};
@@ -26,9 +26,10 @@ use crate::{ApiError, middleware, openapi};
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// Outside debug mode a secret key is mandatory.
-    #[error("NEWSPAPER_SECRET_KEY is required unless NEWSPAPER_DEBUG is on")]
-    MissingSecret,
+    /// The settings would run insecurely (no or a short secret key, debug mode on a public
+    /// address).
+    #[error("{0}")]
+    Insecure(String),
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Database(#[from] PersistenceError),
@@ -190,21 +191,31 @@ impl Application {
     /// listener and starts the dispatcher and presence tasks. Serve with
     /// [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let secret = match (&settings.secret_key, settings.debug) {
-            (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
-            (_, true) => {
+        settings.check().map_err(StartupError::Insecure)?;
+        if settings.debug && !settings.bind.ip().is_loopback() {
+            tracing::warn!(
+                bind = %settings.bind,
+                "debug mode on a public address: password-reset tokens are in responses"
+            );
+        }
+        let secret = match &settings.secret_key {
+            Some(secret) if !secret.is_empty() => secret.clone().into_bytes(),
+            _ => {
                 tracing::warn!(
                     "no NEWSPAPER_SECRET_KEY set: using a random key (debug mode); tokens will not survive a restart"
                 );
                 crate::auth_random_id().into_bytes()
             }
-            (_, false) => return Err(StartupError::MissingSecret),
         };
         let url = settings.database_url.clone();
         let mut options = PoolOptions::for_backend(url.backend());
         if let Some(size) = settings.database_pool_size {
             options.max_size = size;
         }
+        options.connection_timeout = settings.database_timeout;
+        options.statement_timeout = settings.statement_timeout;
+        options.write_queue = settings.write_queue;
+        let pool_size = options.max_size;
         let db = tokio::task::spawn_blocking(move || {
             let db = Database::connect(&url, options)?;
             let applied = db.run_migrations()?;
@@ -227,8 +238,15 @@ impl Application {
                 (Arc::new(InMemoryChannelLayer::new(layer_config)), DispatchMode::Exclusive)
             }
             ChannelLayerSetting::Redis(url) => {
+                let tls_root_ca = match &settings.redis_ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        StartupError::ChannelLayer(format!("{}: {e}", path.display()))
+                    })?),
+                    None => None,
+                };
                 let options = RedisOptions {
                     namespace: settings.redis_namespace.clone(),
+                    tls_root_ca,
                     ..RedisOptions::default()
                 };
                 let layer = RedisChannelLayer::new(url, layer_config, options)
@@ -241,7 +259,12 @@ impl Application {
             }
         };
         let shared = mode != DispatchMode::Exclusive;
-        let realtime = Realtime::new(instance.clone(), shared);
+        // Replays may use half the pool at most: the rest is for API requests.
+        let limits = FeedLimits {
+            max_streams_per_client: settings.ws_max_per_client,
+            concurrent_replays: usize::try_from(pool_size / 2).unwrap_or(1).max(1),
+        };
+        let realtime = Realtime::with_limits(instance.clone(), shared, limits);
 
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {

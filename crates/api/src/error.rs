@@ -44,6 +44,9 @@ pub enum ApiError {
     /// Too many attempts (429).
     #[error("Request was throttled. Expected available in {0} seconds.")]
     Throttled(u64),
+    /// The client already has as many live streams open as it may (429).
+    #[error("Too many open streams from this address (at most {0}).")]
+    TooManyStreams(usize),
     /// A dependency (database, broker) is down or saturated (503).
     #[error("The service is temporarily unavailable. Please retry.")]
     Unavailable(String),
@@ -87,6 +90,9 @@ impl From<PersistenceError> for ApiError {
         match err {
             PersistenceError::NotFound => ApiError::not_found(),
             PersistenceError::Unavailable(why) => ApiError::Unavailable(why),
+            PersistenceError::TimedOut => {
+                ApiError::Unavailable("a statement ran past its time limit".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -111,7 +117,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Throttled(_) | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -21,6 +21,7 @@
 
 mod app;
 pub mod auth;
+mod client_addr;
 mod error;
 pub mod health;
 mod json_body;
@@ -33,10 +34,11 @@ mod settings;
 mod state;
 
 pub use app::{Application, ApplicationHandle, StartupError, configure};
+pub use client_addr::{TrustedProxies, client_ip};
 pub use error::{ApiError, ErrorDetail};
 pub use json_body::JsonObject;
 pub use pages::Pages;
-pub use settings::{ChannelLayerSetting, RealtimeSettings, Settings};
+pub use settings::{ChannelLayerSetting, MIN_SECRET_KEY_BYTES, RealtimeSettings, Settings};
 pub use state::AppState;
 
 pub(crate) use auth::random_id as auth_random_id;

@@ -22,13 +22,14 @@ pub async fn log_requests(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let client = crate::client_addr::client_ip(req.request());
     let response = next.call(req).await;
     let status = match &response {
         Ok(res) => res.status().as_u16(),
         Err(err) => err.as_response_error().status_code().as_u16(),
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(target: "newspaper::http", %method, %path, status, latency_ms = format!("{latency_ms:.2}"), "request");
+    tracing::info!(target: "newspaper::http", %method, %path, status, %client, latency_ms = format!("{latency_ms:.2}"), "request");
     response
 }
 

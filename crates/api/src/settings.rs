@@ -2,9 +2,16 @@
 //! flags and environment) and passed down; nothing in the library reads the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use newspaper_persistence::DatabaseUrl;
+
+use crate::client_addr::TrustedProxies;
+
+/// The shortest signing key accepted outside debug mode, in bytes: HS256 keys shorter than the
+/// hash output (32 bytes) are guessable by brute force.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
 
 /// Which channel layer carries real-time events between sessions (and instances).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +129,22 @@ pub struct Settings {
     pub instance_id: Option<String>,
     /// WebSocket tunables.
     pub realtime: RealtimeSettings,
+    /// Proxies whose `X-Forwarded-For` is believed; see [`TrustedProxies`].
+    pub trusted_proxies: TrustedProxies,
+    /// Open WebSocket streams allowed per client address (0: no limit). Loopback clients are
+    /// not limited.
+    pub ws_max_per_client: usize,
+    /// How long a request waits for the database (a connection, an answer, its turn to write)
+    /// before it is answered 503.
+    pub database_timeout: Duration,
+    /// How long one statement may run before it is stopped (and the request answered 503).
+    pub statement_timeout: Duration,
+    /// Writes that may wait for the database writer; past that, writes are answered 503.
+    pub write_queue: usize,
+    /// PEM file of the certificate authority to trust for `rediss://` instead of the system's.
+    pub redis_ca_file: Option<PathBuf>,
+    /// Allows debug mode on an address other than loopback (it reveals reset tokens).
+    pub allow_debug_on_public_address: bool,
 }
 
 impl Settings {
@@ -147,13 +170,65 @@ impl Settings {
             socket_send_buffer_bytes: None,
             instance_id: None,
             realtime: RealtimeSettings::default(),
+            trusted_proxies: TrustedProxies::default(),
+            ws_max_per_client: 0,
+            database_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            write_queue: 1024,
+            redis_ca_file: None,
+            allow_debug_on_public_address: false,
         }
+    }
+
+    /// Refuses settings that would run insecurely: a signing key shorter than
+    /// [`MIN_SECRET_KEY_BYTES`] (or none) outside debug mode, and debug mode on a public
+    /// address unless explicitly allowed.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.secret_key, self.debug) {
+            (Some(key), false) if key.len() < MIN_SECRET_KEY_BYTES => {
+                return Err(format!(
+                    "NEWSPAPER_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes (it is {}); \
+                     generate one with `openssl rand -hex 32`",
+                    key.len()
+                ));
+            }
+            (None, false) => {
+                return Err("NEWSPAPER_SECRET_KEY is required unless NEWSPAPER_DEBUG is on".into());
+            }
+            _ => {}
+        }
+        if self.debug && !self.bind.ip().is_loopback() && !self.allow_debug_on_public_address {
+            return Err(format!(
+                "debug mode reveals password-reset tokens and must not face a network: it is \
+                 refused on {} unless NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS=1 \
+                 (--debug-on-public-address) says you mean it",
+                self.bind
+            ));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_secrets_and_public_debug_are_refused() {
+        let mut settings = Settings::new(DatabaseUrl::parse("x.db").unwrap());
+        assert!(settings.check().unwrap_err().contains("required"));
+        settings.secret_key = Some("short".into());
+        assert!(settings.check().unwrap_err().contains("at least 32 bytes"));
+        settings.secret_key = Some("k".repeat(32));
+        assert!(settings.check().is_ok());
+        settings.debug = true;
+        settings.secret_key = None;
+        assert!(settings.check().is_ok(), "debug on loopback needs no key");
+        settings.bind = "0.0.0.0:8000".parse().unwrap();
+        assert!(settings.check().unwrap_err().contains("NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS"));
+        settings.allow_debug_on_public_address = true;
+        assert!(settings.check().is_ok());
+    }
 
     #[test]
     fn channel_layer_setting_accepts_memory_and_redis_only() {

@@ -29,7 +29,8 @@ pub use event::{
 };
 pub use ids::{PostId, Seq, UserId};
 pub use post::{
-    AuthorRef, Post, PostOrdering, PostOrderingField, PostStatus, PostTitle, parse_content,
+    AuthorRef, MAX_CONTENT_CHARS, Post, PostOrdering, PostOrderingField, PostStatus, PostTitle,
+    check_max_chars, parse_content,
 };
 pub use time::{Timestamp, now, rfc3339_millis};
 pub use user::{Email, Password, User, Username};

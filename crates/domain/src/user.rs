@@ -112,12 +112,7 @@ impl Username {
         if name.is_empty() {
             return Err(FieldError::new("This field may not be blank."));
         }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(FieldError::new(format!(
-                "Ensure this field has no more than {} characters.",
-                Self::MAX_CHARS
-            )));
-        }
+        crate::check_max_chars(name, Self::MAX_CHARS)?;
         if !name.chars().all(Self::allowed) {
             return Err(FieldError::new(
                 "Enter a valid username. This value may contain only letters, numbers, and \

@@ -64,6 +64,9 @@ pub struct RedisOptions {
     pub process_ttl: Duration,
     /// How long one Redis command may take before the layer reports it unavailable.
     pub command_timeout: Duration,
+    /// For `rediss://`: the certificate authority (PEM) to trust instead of the system's, for
+    /// a Redis whose certificate a private CA signed.
+    pub tls_root_ca: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -72,6 +75,7 @@ impl Default for RedisOptions {
             namespace: "newspaper".into(),
             process_ttl: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            tls_root_ca: None,
         }
     }
 }
@@ -133,7 +137,14 @@ impl RedisChannelLayer {
     /// keeps reconnecting, so it can be created while Redis is down; see
     /// [`ChannelLayer::ready`]. Must be called inside a tokio runtime.
     pub fn new(url: &str, config: LayerConfig, options: RedisOptions) -> Result<Self, LayerError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let client = match &options.tls_root_ca {
+            Some(root) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root.clone()) },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(unavailable)?;
         let publisher = ConnectionManager::new_lazy_with_config(
             client.clone(),
             ConnectionManagerConfig::new()
@@ -414,8 +425,18 @@ impl ChannelLayer for RedisChannelLayer {
             true
         };
         match tokio::time::timeout(self.shared.options.command_timeout * 2, connected).await {
-            Ok(true) => Ok(()),
-            _ => Err(LayerError::Unavailable("not subscribed to Redis yet".into())),
+            Ok(true) => {}
+            _ => return Err(LayerError::Unavailable("not subscribed to Redis yet".into())),
+        }
+        // Subscribed is not enough: a connection to an unreachable host looks subscribed until
+        // TCP gives up. A round trip on the publishing connection tells.
+        let mut connection = self.shared.publisher.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(self.shared.options.command_timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(unavailable(err)),
+            Err(_) => Err(LayerError::Unavailable("Redis did not answer in time".into())),
         }
     }
 

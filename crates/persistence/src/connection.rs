@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
 
-use crate::PersistenceError;
+use crate::{PersistenceError, limits};
 
 mod any {
     // The derive generates undocumented public helper types (`MultiBackend`, rows, binds).
@@ -144,11 +144,12 @@ impl DatabaseUrl {
     }
 
     /// Opens one connection, set up the way every pooled connection is.
-    pub fn establish(&self, busy_timeout: Duration) -> Result<DbConnection, PersistenceError> {
+    pub fn establish(&self, options: &ConnectionOptions) -> Result<DbConnection, PersistenceError> {
         match self {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path)
                     .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+                limits::register_deadline_function(&mut conn)?;
                 // WAL lets readers proceed during a write; NORMAL sync is durable at checkpoints
                 // and safe against corruption; the busy timeout makes a second writer (another
                 // process, a CLI) wait instead of failing with "database is locked".
@@ -160,22 +161,64 @@ impl DatabaseUrl {
                      PRAGMA foreign_keys = ON;
                      PRAGMA mmap_size = 268435456;
                      PRAGMA cache_size = -16000;",
-                    busy_timeout.as_millis()
+                    options.busy_timeout.as_millis()
                 ))?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
-                .map(DbConnection::Postgres)
-                .map_err(|e| PersistenceError::Unavailable(e.to_string())),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&with_network_timeouts(url))
+                    .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+                // The server stops any statement (including a wait for a lock) past this.
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    options.statement_timeout.as_millis().max(1)
+                ))?;
+                Ok(DbConnection::Postgres(conn))
+            }
         }
     }
+}
+
+/// What every connection is set up with.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// How long an SQLite writer waits for another process's write lock.
+    pub busy_timeout: Duration,
+    /// How long one statement (on SQLite: one read) may run before it is stopped.
+    pub statement_timeout: Duration,
+}
+
+/// libpq parameters that bound how long a dead or unreachable server can hold a caller: a
+/// connect timeout, TCP keepalives, and a TCP user timeout (unacknowledged data fails the
+/// connection). Parameters the URL sets itself are left as they are.
+const NETWORK_TIMEOUTS: &[(&str, &str)] = &[
+    ("connect_timeout", "5"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "10"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+fn with_network_timeouts(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else { return raw.to_owned() };
+    let present: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in NETWORK_TIMEOUTS {
+            if !present.iter().any(|p| p == key) {
+                query.append_pair(key, value);
+            }
+        }
+    }
+    url.to_string()
 }
 
 /// r2d2 manager that opens connections through [`DatabaseUrl::establish`].
 #[derive(Debug)]
 pub struct ConnectionManager {
     pub(crate) url: DatabaseUrl,
-    pub(crate) busy_timeout: Duration,
+    pub(crate) options: ConnectionOptions,
 }
 
 impl r2d2::ManageConnection for ConnectionManager {
@@ -183,7 +226,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = PersistenceError;
 
     fn connect(&self) -> Result<DbConnection, PersistenceError> {
-        self.url.establish(self.busy_timeout)
+        self.url.establish(&self.options)
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), PersistenceError> {
@@ -215,6 +258,14 @@ mod tests {
         assert!(matches!(DatabaseUrl::parse("mysql://h/db"), Err(PersistenceError::InvalidUrl(_))));
         assert!(DatabaseUrl::parse("  ").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn postgres_urls_get_network_timeouts_unless_they_set_their_own() {
+        let url = with_network_timeouts("postgres://u@h/db?sslmode=require&connect_timeout=2");
+        assert!(url.contains("sslmode=require") && url.contains("connect_timeout=2"), "{url}");
+        assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
+        assert!(url.contains("tcp_user_timeout=10000") && url.contains("keepalives=1"), "{url}");
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::time::Duration;
 use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
-use crate::connection::ConnectionManager;
+use crate::connection::{ConnectionManager, ConnectionOptions};
 use crate::group_commit::GroupCommitter;
+use crate::limits::DeadlineGuard;
 use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
 
 /// How the pool is sized and how long callers wait.
@@ -15,10 +16,16 @@ use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
 pub struct PoolOptions {
     /// Most connections open at once.
     pub max_size: u32,
-    /// How long a query waits for a free connection before failing with `Unavailable`.
+    /// How long a caller waits for the database — a free connection, an answer to a read, its
+    /// turn at the writer — before failing with `Unavailable`.
     pub connection_timeout: Duration,
     /// How long an SQLite writer waits for another process's write lock.
     pub busy_timeout: Duration,
+    /// How long one statement may run before it is stopped (`TimedOut`).
+    pub statement_timeout: Duration,
+    /// Writes waiting for the writer at most; past that, writes fail at once with
+    /// `Unavailable` instead of queueing without bound while the database is slow or down.
+    pub write_queue: usize,
 }
 
 impl PoolOptions {
@@ -31,6 +38,15 @@ impl PoolOptions {
             },
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            write_queue: 1024,
+        }
+    }
+
+    fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            busy_timeout: self.busy_timeout,
+            statement_timeout: self.statement_timeout,
         }
     }
 }
@@ -49,6 +65,9 @@ pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
     url: DatabaseUrl,
+    /// How long callers wait (see [`PoolOptions::connection_timeout`]).
+    wait: Duration,
+    statement_timeout: Duration,
     writer: Option<GroupCommitter>,
     /// Serializes writes where there is no writer thread (an in-memory SQLite database).
     write_lock: Option<Arc<Mutex<()>>>,
@@ -65,7 +84,7 @@ impl Database {
     pub fn connect(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, PersistenceError> {
         // Every connection to `:memory:` is a different database, so such a pool holds one.
         let max_size = if url.is_in_memory() { 1 } else { options.max_size.max(1) };
-        let manager = ConnectionManager { url: url.clone(), busy_timeout: options.busy_timeout };
+        let manager = ConnectionManager { url: url.clone(), options: options.connection() };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
             .min_idle(Some(1))
@@ -79,9 +98,16 @@ impl Database {
         } else {
             // Writes serialize anyway (SQLite's single writer; the outbox lock on PostgreSQL),
             // so batching them into fewer commits is pure gain.
-            (Some(GroupCommitter::start(url, options.busy_timeout)?), None)
+            (Some(GroupCommitter::start(url, options.connection(), options.write_queue)?), None)
         };
-        Ok(Self { pool, url: url.clone(), writer, write_lock })
+        Ok(Self {
+            pool,
+            url: url.clone(),
+            wait: options.connection_timeout,
+            statement_timeout: options.statement_timeout,
+            writer,
+            write_lock,
+        })
     }
 
     /// Which database this is.
@@ -105,7 +131,9 @@ impl Database {
         migrations::run_pending(&mut conn)
     }
 
-    /// Runs a read-only closure on the blocking pool.
+    /// Runs a read-only closure on the blocking pool. Its statements stop at the statement
+    /// timeout, and the caller gives up (`Unavailable`) if no answer comes within the wait: a
+    /// database that hangs (an unreachable server) never holds a request longer than that.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
@@ -113,11 +141,21 @@ impl Database {
         E: From<PersistenceError> + Send + 'static,
     {
         let pool = self.pool.clone();
-        run_blocking(move || {
+        let statement_timeout = self.statement_timeout;
+        let read = run_blocking(move || {
+            let _deadline = DeadlineGuard::start(statement_timeout);
             let mut conn = pool.get().map_err(PersistenceError::from)?;
             f(&mut conn)
-        })
-        .await
+        });
+        // A read has no effect, so abandoning it is safe; its thread ends when the
+        // connection's own timeouts fire.
+        match tokio::time::timeout(self.wait + statement_timeout, read).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                Err(PersistenceError::Unavailable("the database did not answer in time".into())
+                    .into())
+            }
+        }
     }
 
     /// Runs a read-only closure in one read transaction, so that every statement in it sees
@@ -142,7 +180,10 @@ impl Database {
         E: From<PersistenceError> + Send + 'static,
     {
         if let Some(writer) = &self.writer {
-            return writer.submit(f).await.unwrap_or_else(|_| Err(writer_gone().into()));
+            return match writer.submit(f) {
+                Ok(ticket) => ticket.outcome(self.wait).await,
+                Err(err) => Err(err.into()),
+            };
         }
         let this = self.clone();
         run_blocking(move || this.write_in_own_transaction(f)).await
@@ -156,7 +197,10 @@ impl Database {
         E: From<PersistenceError> + Send + 'static,
     {
         if let Some(writer) = &self.writer {
-            return writer.submit(f).blocking_recv().unwrap_or_else(|_| Err(writer_gone().into()));
+            return match writer.submit(f) {
+                Ok(ticket) => ticket.blocking_outcome(),
+                Err(err) => Err(err.into()),
+            };
         }
         self.write_in_own_transaction(f)
     }
@@ -255,11 +299,6 @@ where
         let _ = Manager::rollback_transaction(conn);
     }
     outcome
-}
-
-/// A write whose reply never came: the writer thread panicked on it or is gone.
-fn writer_gone() -> PersistenceError {
-    PersistenceError::Task("the write failed in the database writer".into())
 }
 
 async fn run_blocking<T, E, F>(f: F) -> Result<T, E>

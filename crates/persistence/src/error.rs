@@ -32,6 +32,9 @@ pub enum PersistenceError {
     /// The blocking task running the query panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
+    /// A statement ran past its time limit and was stopped.
+    #[error("a statement ran past its time limit and was stopped")]
+    TimedOut,
 }
 
 impl From<DieselError> for PersistenceError {
@@ -49,6 +52,19 @@ impl From<DieselError> for PersistenceError {
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 PersistenceError::Unavailable(info.message().to_owned())
             }
+            DieselError::DatabaseError(kind, info) if is_timeout(info.message()) => {
+                tracing::debug!(?kind, message = info.message(), "statement stopped");
+                PersistenceError::TimedOut
+            }
+            // Concurrent transactions that had to give way: the request may simply be retried.
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+                PersistenceError::Unavailable(info.message().to_owned())
+            }
+            DieselError::DatabaseError(_, info)
+                if info.message().starts_with("deadlock detected") =>
+            {
+                PersistenceError::Unavailable(info.message().to_owned())
+            }
             other => PersistenceError::Query(other),
         }
     }
@@ -58,6 +74,12 @@ impl From<r2d2::Error> for PersistenceError {
     fn from(err: r2d2::Error) -> Self {
         PersistenceError::Unavailable(err.to_string())
     }
+}
+
+/// PostgreSQL's `statement_timeout`, or the SQLite deadline of [`crate::limits`].
+fn is_timeout(message: &str) -> bool {
+    message.contains("canceling statement due to statement timeout")
+        || message.contains(crate::limits::DEADLINE_MESSAGE)
 }
 
 /// SQLite reports no constraint name; recover it from the message, which reads

@@ -1,9 +1,16 @@
-//! SQLite writes through one connection, batched: jobs that arrive while a transaction runs
-//! share the next one, each in its own savepoint, and learn their outcome only after the commit.
-//! One commit per batch instead of one per request multiplies write throughput, and no writer
-//! ever waits on SQLite's lock inside the process.
+//! Writes through one connection, batched: jobs that arrive while a transaction runs share the
+//! next one, each in its own savepoint, and learn their outcome only after the commit. One
+//! commit per batch instead of one per request multiplies write throughput, and no writer ever
+//! waits on SQLite's lock inside the process.
+//!
+//! Bounded on every side: the queue has a fixed capacity (a full queue fails new writes at
+//! once), a caller that stops waiting before its job started abandons it (the job never runs,
+//! so the caller's "unavailable" is the truth), and on PostgreSQL each batch first takes the
+//! lock that orders all writers, so writers on several instances queue instead of deadlocking.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -11,17 +18,25 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use tokio::sync::oneshot;
 
+use crate::connection::ConnectionOptions;
 use crate::database::write_transaction;
+use crate::outbox::OutboxRepository;
 use crate::{DatabaseUrl, DbConnection, PersistenceError};
 
 /// Jobs per transaction at most, so that one batch never holds the lock for long.
 const MAX_BATCH: usize = 64;
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
 
 /// What a job leaves to do once its batch committed (or failed to).
 type Completion = Box<dyn FnOnce(Option<&PersistenceError>) + Send>;
 
 /// A closure waiting for the writer, with the way back to its caller.
 trait Job: Send {
+    /// Takes the job for running; false if its caller already gave up on it.
+    fn claim(&self) -> bool;
     /// Runs in the batch's transaction, inside a savepoint of its own.
     fn run(self: Box<Self>, conn: &mut DbConnection) -> Completion;
     /// The batch could not even start.
@@ -31,6 +46,7 @@ trait Job: Send {
 struct Closure<F, T, E> {
     f: F,
     reply: oneshot::Sender<Result<T, E>>,
+    state: Arc<AtomicU8>,
 }
 
 impl<F, T, E> Job for Closure<F, T, E>
@@ -39,15 +55,19 @@ where
     T: Send + 'static,
     E: From<PersistenceError> + Send + 'static,
 {
+    fn claim(&self) -> bool {
+        self.state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
     fn run(self: Box<Self>, conn: &mut DbConnection) -> Completion {
-        let Closure { f, reply } = *self;
+        let Closure { f, reply, .. } = *self;
         // Nested in the batch's transaction, so this is a savepoint: a failing job rolls back
         // its own changes only.
         let result = write_transaction(conn, f);
         Box::new(move |commit_error| {
             let outcome = match (result, commit_error) {
                 (Ok(value), None) => Ok(value),
-                (Ok(_), Some(err)) => Err(E::from(copy_error(err))),
+                (Ok(_), Some(err)) => Err(E::from(batch_error(err))),
                 (Err(err), _) => Err(err),
             };
             let _ = reply.send(outcome);
@@ -55,52 +75,101 @@ where
     }
 
     fn fail(self: Box<Self>, err: &PersistenceError) {
-        let _ = self.reply.send(Err(E::from(copy_error(err))));
+        let _ = self.reply.send(Err(E::from(batch_error(err))));
     }
 }
 
-/// The same error for every job of a failed batch (the error types hold no clonable causes).
-fn copy_error(err: &PersistenceError) -> PersistenceError {
+/// What every job of a batch that failed as a whole is told: the database could not be written
+/// just now (the error types hold no clonable causes, and a panic was already logged).
+fn batch_error(err: &PersistenceError) -> PersistenceError {
     match err {
-        PersistenceError::Unavailable(why) => PersistenceError::Unavailable(why.clone()),
-        other => PersistenceError::Task(format!("the write batch failed: {other}")),
+        PersistenceError::TimedOut => PersistenceError::TimedOut,
+        PersistenceError::Task(why) => PersistenceError::Task(why.clone()),
+        other => {
+            PersistenceError::Unavailable(format!("the write could not be committed: {other}"))
+        }
     }
+}
+
+/// A write handed to the writer: its outcome, once the batch it ran in ended.
+pub(crate) struct Ticket<T, E> {
+    outcome: oneshot::Receiver<Result<T, E>>,
+    state: Arc<AtomicU8>,
+}
+
+impl<T, E: From<PersistenceError>> Ticket<T, E> {
+    /// Waits for the outcome. If the writer has not started the job within `wait`, the job is
+    /// abandoned (it will never run) and the caller is told the database is unavailable; once
+    /// started, the job is waited for (its statements are bounded by the statement timeout).
+    pub(crate) async fn outcome(mut self, wait: Duration) -> Result<T, E> {
+        if let Ok(outcome) = tokio::time::timeout(wait, &mut self.outcome).await {
+            return outcome.unwrap_or_else(|_| Err(writer_gone().into()));
+        }
+        let abandoned = self
+            .state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if abandoned {
+            return Err(PersistenceError::Unavailable(
+                "the database did not take the write in time".into(),
+            )
+            .into());
+        }
+        self.outcome.await.unwrap_or_else(|_| Err(writer_gone().into()))
+    }
+
+    /// Waits for the outcome from a thread outside the async runtime, however long it takes.
+    pub(crate) fn blocking_outcome(self) -> Result<T, E> {
+        self.outcome.blocking_recv().unwrap_or_else(|_| Err(writer_gone().into()))
+    }
+}
+
+/// A write whose reply never came: the writer thread panicked on it or is gone.
+fn writer_gone() -> PersistenceError {
+    PersistenceError::Task("the write failed in the database writer".into())
 }
 
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub(crate) struct GroupCommitter {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::SyncSender<Box<dyn Job>>,
 }
 
 impl GroupCommitter {
-    /// Opens the writer's own connection and starts its thread; the thread ends when the last
-    /// handle is dropped.
+    /// Opens the writer's own connection and starts its thread, with room for `capacity`
+    /// waiting writes; the thread ends when the last handle is dropped.
     pub(crate) fn start(
         url: &DatabaseUrl,
-        busy_timeout: Duration,
+        options: ConnectionOptions,
+        capacity: usize,
     ) -> Result<Self, PersistenceError> {
-        let conn = url.establish(busy_timeout)?;
-        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let conn = url.establish(&options)?;
+        let (jobs, queue) = mpsc::sync_channel::<Box<dyn Job>>(capacity.max(1));
         let url = url.clone();
         std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer(conn, &url, busy_timeout, &queue))
+            .name("db-writer".into())
+            .spawn(move || writer(conn, &url, &options, &queue))
             .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
         Ok(Self { jobs })
     }
 
-    /// Queues `f`; the receiver yields its result once its batch committed.
-    pub(crate) fn submit<T, E, F>(&self, f: F) -> oneshot::Receiver<Result<T, E>>
+    /// Queues `f`, or fails at once if the queue is full (the database is not keeping up).
+    pub(crate) fn submit<T, E, F>(&self, f: F) -> Result<Ticket<T, E>, PersistenceError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<PersistenceError> + Send + 'static,
     {
         let (reply, outcome) = oneshot::channel();
-        // If the writer is gone the reply is dropped, and the caller sees that.
-        let _ = self.jobs.send(Box::new(Closure { f, reply }));
-        outcome
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let job = Box::new(Closure { f, reply, state: state.clone() });
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(Ticket { outcome, state }),
+            Err(mpsc::TrySendError::Full(_)) => {
+                Err(PersistenceError::Unavailable("the write queue is full".into()))
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(writer_gone()),
+        }
     }
 }
 
@@ -120,10 +189,27 @@ fn roll_back_everything(conn: &mut DbConnection) -> bool {
     }
 }
 
+/// Opens the batch's transaction. On PostgreSQL every batch, on every instance, first takes the
+/// one lock that orders writers: all other locks are taken after it, so two writers can never
+/// hold locks the other one wants (no deadlock), and what a write reads is current.
+fn begin_batch(conn: &mut DbConnection) -> Result<(), PersistenceError> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match conn {
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+        }
+        DbConnection::Postgres(_) => {
+            Manager::begin_transaction(conn)?;
+            OutboxRepository::serialize_writers(conn)?;
+        }
+    }
+    Ok(())
+}
+
 fn writer(
     mut conn: DbConnection,
     url: &DatabaseUrl,
-    busy_timeout: Duration,
+    options: &ConnectionOptions,
     queue: &mpsc::Receiver<Box<dyn Job>>,
 ) {
     type Manager = <DbConnection as Connection>::TransactionManager;
@@ -135,19 +221,14 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let begun = match &mut conn {
-            DbConnection::Sqlite(c) => {
-                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
-            }
-            DbConnection::Postgres(_) => Manager::begin_transaction(&mut conn),
-        };
-        if let Err(err) = begun.map_err(PersistenceError::from) {
+        if let Err(err) = begin_batch(&mut conn) {
             tracing::error!(error = %err, "could not start a write transaction");
             for job in batch {
                 job.fail(&err);
             }
             // The connection may be broken: start over with a new one.
-            if let Ok(fresh) = url.establish(busy_timeout) {
+            roll_back_everything(&mut conn);
+            if let Ok(fresh) = url.establish(options) {
                 conn = fresh;
             }
             continue;
@@ -158,6 +239,10 @@ fn writer(
             if panicked {
                 // The transaction is in an unknown state: this job never runs.
                 job.fail(&PersistenceError::Task("an earlier write in its batch panicked".into()));
+                continue;
+            }
+            if !job.claim() {
+                // Its caller was already told the database did not take it in time.
                 continue;
             }
             match catch_unwind(AssertUnwindSafe(|| job.run(&mut conn))) {
@@ -172,9 +257,12 @@ fn writer(
             Manager::commit_transaction(&mut conn).map_err(PersistenceError::from)
         };
         let failure = committed.err();
+        if let Some(err) = &failure {
+            tracing::error!(error = %err, "a write batch failed");
+        }
         if failure.is_some() && !roll_back_everything(&mut conn) {
             // The connection cannot even roll back: start over with a new one.
-            if let Ok(fresh) = url.establish(busy_timeout) {
+            if let Ok(fresh) = url.establish(options) {
                 conn = fresh;
             }
         }

@@ -92,10 +92,7 @@ impl OutboxRepository {
         change: &Change,
         now: Timestamp,
     ) -> Result<Seq, PersistenceError> {
-        if let DbConnection::Postgres(pg) = conn {
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"))
-                .execute(pg)?;
-        }
+        Self::serialize_writers(conn)?;
         let encoded = match change {
             Change::Post(change) => serde_json::to_string(&Payload {
                 before: change.before.clone(),
@@ -121,6 +118,18 @@ impl OutboxRepository {
             .returning(post_events::seq)
             .get_result(c))?;
         Ok(Seq(seq))
+    }
+
+    /// Waits, inside the caller's write transaction, until no other writer (of any instance)
+    /// holds the outbox lock, and holds it until the transaction ends. On PostgreSQL this is a
+    /// transaction-scoped advisory lock (taking it again in the same transaction is free); on
+    /// SQLite the write transaction itself already excludes every other writer.
+    pub fn serialize_writers(conn: &mut DbConnection) -> Result<(), PersistenceError> {
+        if let DbConnection::Postgres(pg) = conn {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"))
+                .execute(pg)?;
+        }
+        Ok(())
     }
 
     /// Up to `limit` events after `after`, oldest first.

@@ -3,9 +3,8 @@
 use chrono::NaiveDateTime;
 use diesel::dsl::count_star;
 use diesel::dsl::sql;
-use diesel::expression::functions::declare_sql_function;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::sql_types::{BigInt, Bool};
 use newspaper_domain::{
     AuthorRef, Post, PostChange, PostId, PostOrdering, PostOrderingField, PostStatus, PostTitle,
     Seq, Timestamp, UserId, Viewer,
@@ -15,12 +14,8 @@ use crate::connection::on_backend;
 use crate::database::write_transaction;
 use crate::outbox::OutboxRepository;
 use crate::schema::{post_counts, posts, users};
+use crate::sql_functions::lower;
 use crate::{DbConnection, PersistenceError};
-
-#[declare_sql_function]
-extern "SQL" {
-    fn lower(x: Text) -> Text;
-}
 
 /// A post to create.
 #[derive(Debug, Clone)]
@@ -147,20 +142,45 @@ pub struct StatusCounts {
     pub published: i64,
 }
 
-/// Moves a status counter, in the caller's transaction.
-fn adjust_count(
+/// Moves the per-status counters by `draft` and `published` in one statement, in the caller's
+/// transaction (one statement locks both rows in one order, whatever the change).
+fn adjust_counts(
     conn: &mut DbConnection,
-    status: PostStatus,
-    delta: i64,
+    draft: i64,
+    published: i64,
 ) -> Result<(), PersistenceError> {
-    let rows = diesel::update(post_counts::table.find(status.as_str()))
+    let delta = diesel::dsl::case_when::<_, _, BigInt>(
+        post_counts::status.eq(PostStatus::Draft.as_str()),
+        draft,
+    )
+    .otherwise(published);
+    let rows = diesel::update(post_counts::table)
         .set(post_counts::count.eq(post_counts::count + delta))
         .execute(conn)?;
-    if rows == 1 {
+    if rows == 2 {
         Ok(())
     } else {
-        Err(PersistenceError::Corrupt(format!("post_counts has no row for {status}")))
+        Err(PersistenceError::Corrupt(format!("post_counts has {rows} rows, not 2")))
     }
+}
+
+/// The counter deltas of a post leaving `from` (if any) for `to` (if any).
+fn count_deltas(from: Option<PostStatus>, to: Option<PostStatus>) -> (i64, i64) {
+    let weight = |status: Option<PostStatus>, of: PostStatus| i64::from(status == Some(of));
+    (
+        weight(to, PostStatus::Draft) - weight(from, PostStatus::Draft),
+        weight(to, PostStatus::Published) - weight(from, PostStatus::Published),
+    )
+}
+
+/// The columns an update writes: only those whose value changes.
+#[derive(AsChangeset)]
+#[diesel(table_name = posts)]
+struct PostChangeset<'a> {
+    title: Option<&'a str>,
+    content: Option<&'a str>,
+    status: Option<&'a str>,
+    updated_at: NaiveDateTime,
 }
 
 /// Which posts a list may include, before its own filters.
@@ -197,7 +217,8 @@ impl PostRepository {
                 .values(&row)
                 .returning(posts::id)
                 .get_result(c))?;
-            adjust_count(conn, new.status, 1)?;
+            let (draft, published) = count_deltas(None, Some(new.status));
+            adjust_counts(conn, draft, published)?;
             let post = Post {
                 id: PostId(id),
                 title: new.title.into_inner(),
@@ -224,6 +245,24 @@ impl PostRepository {
             .transpose()
     }
 
+    /// The post with this id, locked until the end of the caller's write transaction (on
+    /// PostgreSQL; SQLite's write transaction already excludes other writers), so that what a
+    /// write reads is what it changes.
+    pub fn find_for_update(
+        conn: &mut DbConnection,
+        id: PostId,
+    ) -> Result<Option<Post>, PersistenceError> {
+        if let DbConnection::Postgres(pg) = conn {
+            // Only the post's row: the author's is read, not changed.
+            let locked: Option<i64> =
+                posts::table.find(id.0).select(posts::id).for_update().first(pg).optional()?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+        }
+        Self::find(conn, id)
+    }
+
     /// The post with this id if `viewer` may see it; drafts of others are "not found".
     pub fn find_visible_to(
         conn: &mut DbConnection,
@@ -233,8 +272,10 @@ impl PostRepository {
         Ok(Self::find(conn, id)?.filter(|post| viewer.can_see(post.author.id, post.status)))
     }
 
-    /// Applies `changes` to `current` (as loaded in this transaction), bumps `updated_at` and
-    /// appends a `post_updated` event; returns the new post and the event's seq.
+    /// Applies `changes` to `current` (as loaded in this transaction, ideally with
+    /// [`PostRepository::find_for_update`]), writing only the columns whose value changes, bumps
+    /// `updated_at` and appends a `post_updated` event; returns the new post and the event's
+    /// seq.
     pub fn update(
         conn: &mut DbConnection,
         current: &Post,
@@ -243,30 +284,33 @@ impl PostRepository {
     ) -> Result<(Post, Seq), PersistenceError> {
         write_transaction(conn, |conn| {
             let mut updated = current.clone();
-            if let Some(title) = changes.title {
-                updated.title = title.into_inner();
+            let title = changes.title.map(PostTitle::into_inner).filter(|t| *t != current.title);
+            let content = changes.content.filter(|c| *c != current.content);
+            let status = changes.status.filter(|s| *s != current.status);
+            if let Some(title) = &title {
+                updated.title.clone_from(title);
             }
-            if let Some(content) = changes.content {
-                updated.content = content;
+            if let Some(content) = &content {
+                updated.content.clone_from(content);
             }
-            if let Some(status) = changes.status {
+            if let Some(status) = status {
                 updated.status = status;
             }
             updated.updated_at = now;
-            let rows = diesel::update(posts::table.find(current.id.0))
-                .set((
-                    posts::title.eq(&updated.title),
-                    posts::content.eq(&updated.content),
-                    posts::status.eq(updated.status.as_str()),
-                    posts::updated_at.eq(now.naive_utc()),
-                ))
-                .execute(conn)?;
+            let changeset = PostChangeset {
+                title: title.as_deref(),
+                content: content.as_deref(),
+                status: status.map(PostStatus::as_str),
+                updated_at: now.naive_utc(),
+            };
+            let rows =
+                diesel::update(posts::table.find(current.id.0)).set(&changeset).execute(conn)?;
             if rows == 0 {
                 return Err(PersistenceError::NotFound);
             }
-            if updated.status != current.status {
-                adjust_count(conn, current.status, -1)?;
-                adjust_count(conn, updated.status, 1)?;
+            if status.is_some() {
+                let (draft, published) = count_deltas(Some(current.status), Some(updated.status));
+                adjust_counts(conn, draft, published)?;
             }
             let seq = OutboxRepository::append(
                 conn,
@@ -288,7 +332,8 @@ impl PostRepository {
             if rows == 0 {
                 return Err(PersistenceError::NotFound);
             }
-            adjust_count(conn, current.status, -1)?;
+            let (draft, published) = count_deltas(Some(current.status), None);
+            adjust_counts(conn, draft, published)?;
             OutboxRepository::append(conn, &PostChange::deleted(current).into(), now)
         })
     }
@@ -316,9 +361,17 @@ impl PostRepository {
     ) -> Result<Page<Post>, PersistenceError> {
         // The same filters on several bases: counts read `posts` alone (covering index scans),
         // the page joins the authors' names for its few rows.
+        // On SQLite, a function of ours is called for every row a list query looks at, and
+        // stops the query once its read's deadline has passed (PostgreSQL has
+        // `statement_timeout`).
+        let deadline = matches!(conn, DbConnection::Sqlite(_))
+            .then(|| format!("{}(posts.id)", crate::limits::DEADLINE_FUNCTION));
         macro_rules! filtered {
             ($base:expr, $visible:expr) => {{
                 let mut q = $base.into_boxed();
+                if let Some(deadline) = &deadline {
+                    q = q.filter(sql::<Bool>(deadline));
+                }
                 q = match $visible {
                     Visible::All => q,
                     Visible::Published => {
@@ -432,7 +485,17 @@ impl PostRepository {
 
 #[cfg(test)]
 mod tests {
-    use super::like_pattern;
+    use super::*;
+
+    #[test]
+    fn counter_deltas_follow_the_status() {
+        use PostStatus::{Draft, Published};
+        assert_eq!(count_deltas(None, Some(Draft)), (1, 0));
+        assert_eq!(count_deltas(Some(Draft), Some(Published)), (-1, 1));
+        assert_eq!(count_deltas(Some(Published), Some(Draft)), (1, -1));
+        assert_eq!(count_deltas(Some(Published), None), (0, -1));
+        assert_eq!(count_deltas(Some(Draft), Some(Draft)), (0, 0));
+    }
 
     #[test]
     fn like_pattern_escapes_wildcards_and_lowercases() {

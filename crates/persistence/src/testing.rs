@@ -143,3 +143,137 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// How the database answered the statements of a call: the indexes it searched or walked, and
+/// the tables it read whole. For plan tests, so that a query which stops using its index fails
+/// a test instead of slowing down in production.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Indexes used (by name; `<table> primary key` for SQLite's rowid).
+    pub indexes: std::collections::BTreeSet<String>,
+    /// Tables read row by row without an index.
+    pub full_scans: std::collections::BTreeSet<String>,
+    /// The plans as the database printed them (SQLite), for failure messages.
+    pub plans: Vec<String>,
+}
+
+/// Runs `call` and reports how the database answered its statements. On SQLite, each
+/// statement is captured and explained (`EXPLAIN QUERY PLAN`). On PostgreSQL, `call` runs in a
+/// transaction with sequential scans discouraged (tiny test tables would otherwise always be
+/// scanned) and the transaction's own statistics tell which indexes and scans it used; the
+/// transaction is rolled back.
+pub fn access_of<T>(
+    conn: &mut crate::DbConnection,
+    call: impl FnOnce(&mut crate::DbConnection) -> T,
+) -> (T, Access) {
+    use std::sync::{Arc, Mutex};
+
+    use diesel::connection::InstrumentationEvent;
+    use diesel::{Connection, RunQueryDsl};
+
+    match conn {
+        crate::DbConnection::Sqlite(_) => {
+            let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+            let sink = seen.clone();
+            conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+                if let InstrumentationEvent::StartQuery { query, .. } = event {
+                    let text = query.to_string();
+                    let sql = text.split(" -- binds:").next().unwrap_or_default().to_owned();
+                    if let Ok(mut seen) = sink.lock() {
+                        seen.push(sql);
+                    }
+                }
+            });
+            let outcome = call(conn);
+            conn.set_instrumentation(|_: InstrumentationEvent<'_>| {});
+            let statements = seen.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut access = Access::default();
+            #[derive(diesel::QueryableByName)]
+            struct Step {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                detail: String,
+            }
+            for sql in statements.iter().filter(|s| s.trim_start().starts_with("SELECT")) {
+                let steps: Vec<Step> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                    .load(conn)
+                    .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
+                let mut plan = format!("{sql}\n");
+                for step in steps {
+                    record_sqlite_step(&step.detail, &mut access);
+                    plan.push_str(&format!("  {}\n", step.detail));
+                }
+                access.plans.push(plan);
+            }
+            (outcome, access)
+        }
+        crate::DbConnection::Postgres(_) => {
+            #[derive(diesel::QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                name: String,
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                kind: String,
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                scans: i64,
+            }
+            // The backend's not yet flushed statistics (earlier transactions included), read
+            // before and after the call: the difference is the call's.
+            fn counts(
+                conn: &mut crate::DbConnection,
+            ) -> Result<std::collections::BTreeMap<(String, String), i64>, diesel::result::Error>
+            {
+                let rows: Vec<Count> = diesel::sql_query(
+                    "SELECT c.relname::text AS name, c.relkind::text AS kind,
+                            pg_stat_get_xact_numscans(c.oid) AS scans
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.relkind IN ('i', 'r') AND n.nspname = current_schema()",
+                )
+                .load(conn)?;
+                Ok(rows.into_iter().map(|r| ((r.kind, r.name), r.scans)).collect())
+            }
+            let mut result = None;
+            let ran = conn.transaction::<(), diesel::result::Error, _>(|conn| {
+                diesel::sql_query("SET LOCAL enable_seqscan = off").execute(conn)?;
+                let before = counts(conn)?;
+                let outcome = call(conn);
+                let after = counts(conn)?;
+                let mut access = Access::default();
+                for ((kind, name), scans) in after {
+                    if scans > before.get(&(kind.clone(), name.clone())).copied().unwrap_or(0) {
+                        if kind == "i" {
+                            access.indexes.insert(name);
+                        } else {
+                            access.full_scans.insert(name);
+                        }
+                    }
+                }
+                result = Some((outcome, access));
+                Err(diesel::result::Error::RollbackTransaction)
+            });
+            result.unwrap_or_else(|| panic!("the call could not be run in a transaction: {ran:?}"))
+        }
+    }
+}
+
+/// Reads one line of SQLite's `EXPLAIN QUERY PLAN`.
+fn record_sqlite_step(detail: &str, access: &mut Access) {
+    let words: Vec<&str> = detail.split_whitespace().collect();
+    let (Some(&verb), Some(&table)) = (words.first(), words.get(1)) else { return };
+    if verb != "SEARCH" && verb != "SCAN" {
+        return;
+    }
+    match words.iter().position(|w| *w == "INDEX") {
+        Some(at) => {
+            if let Some(index) = words.get(at + 1) {
+                access.indexes.insert((*index).to_owned());
+            }
+        }
+        None if detail.contains("INTEGER PRIMARY KEY") => {
+            access.indexes.insert(format!("{table} primary key"));
+        }
+        None if verb == "SCAN" => {
+            access.full_scans.insert(table.to_owned());
+        }
+        None => {}
+    }
+}

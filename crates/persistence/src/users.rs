@@ -8,6 +8,7 @@ use crate::connection::on_backend;
 use crate::database::write_transaction;
 use crate::outbox::OutboxRepository;
 use crate::schema::users;
+use crate::sql_functions::lower;
 use crate::{DbConnection, PersistenceError};
 
 /// A user together with their password hash, for authentication only.
@@ -118,13 +119,14 @@ impl UserRepository {
             .map(UserRecord::from))
     }
 
-    /// The user with this (normalised) email, if any.
+    /// The user with this (normalised) email, if any; looked up through the unique index on
+    /// `lower(email)`.
     pub fn find_by_email(
         conn: &mut DbConnection,
         email: &Email,
     ) -> Result<Option<UserRecord>, PersistenceError> {
         Ok(users::table
-            .filter(users::email.eq(email.as_str()))
+            .filter(lower(users::email).eq(email.as_str()))
             .select(UserRow::as_select())
             .first(conn)
             .optional()?

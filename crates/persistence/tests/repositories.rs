@@ -12,8 +12,9 @@ use newspaper_domain::{
     Timestamp, User, UserId, Username, Viewer, now,
 };
 use newspaper_persistence::{
-    Database, DbConnection, NewPost, NewUser, OutboxRepository, PersistenceError, PostChanges,
-    PostQuery, PostRepository, RefreshTokenRepository, UserRepository, backend_tests, migrations,
+    Database, DbConnection, NewPost, NewUser, OutboxRepository, PersistenceError, PoolOptions,
+    PostChanges, PostQuery, PostRepository, RefreshTokenRepository, UserRepository, backend_tests,
+    migrations,
 };
 
 fn user(conn: &mut DbConnection, email: &str, staff: bool) -> User {
@@ -438,5 +439,85 @@ backend_tests! {
         for w in writers { w.join().unwrap(); }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(reader.join().unwrap(), 320);
+    }
+}
+
+newspaper_persistence::backend_tests! {
+    fn logging_in_finds_the_user_through_the_email_index(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        for i in 0..50 {
+            user(&mut conn, &format!("user{i}@example.com"), false);
+        }
+        let email = Email::parse("User7@Example.com").unwrap();
+        let (found, access) = newspaper_persistence::testing::access_of(&mut conn, |conn| {
+            UserRepository::find_by_email(conn, &email).unwrap()
+        });
+        assert_eq!(found.unwrap().user.email, "user7@example.com");
+        assert!(access.indexes.contains(UserRepository::EMAIL_CONSTRAINT), "{access:#?}");
+        assert!(!access.full_scans.contains("users"), "{access:#?}");
+    }
+}
+
+/// While the database cannot take writes, they queue up to the limit and the rest fail at once;
+/// a write nobody waits for any more never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_at_once_and_abandoned_writes_never_run() {
+    use diesel::connection::SimpleConnection;
+    let test_db = newspaper_persistence::testing::TestDatabase::sqlite();
+    test_db.migrated();
+    let options = PoolOptions {
+        write_queue: 1,
+        connection_timeout: std::time::Duration::from_millis(300),
+        ..PoolOptions::for_backend(test_db.url().backend())
+    };
+    let db = Database::connect(test_db.url(), options).unwrap();
+    let mut other =
+        diesel::SqliteConnection::establish(test_db.url().as_connection_string()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let write = |email: &'static str| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome =
+                db.write(move |conn| Ok::<_, PersistenceError>(user(conn, email, false))).await;
+            (outcome.map(|_| ()), started.elapsed())
+        })
+    };
+    let attempts = [write("a@example.com"), write("b@example.com"), write("c@example.com")];
+    let mut full = 0;
+    for attempt in attempts {
+        let (outcome, took) = attempt.await.unwrap();
+        match outcome {
+            Err(PersistenceError::Unavailable(why)) if why.contains("queue is full") => {
+                full += 1;
+                assert!(
+                    took < std::time::Duration::from_millis(250),
+                    "refused at once, not after {took:?}"
+                );
+            }
+            Err(PersistenceError::Unavailable(why)) => {
+                assert!(why.contains("did not take the write in time"), "{why}")
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+    assert!(full >= 1, "with room for one, three writes cannot all queue");
+    other.batch_execute("ROLLBACK").unwrap();
+    // The writer drains the abandoned jobs (without running them), then writes again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(err) =
+        db.write(|conn| Ok::<_, PersistenceError>(user(conn, "d@example.com", false))).await
+    {
+        assert!(std::time::Instant::now() < deadline, "never wrote again: {err}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut conn = db.get().unwrap();
+    for email in ["a@example.com", "b@example.com", "c@example.com"] {
+        let email = Email::parse(email).unwrap();
+        assert!(
+            UserRepository::find_by_email(&mut conn, &email).unwrap().is_none(),
+            "{email} was written after all"
+        );
     }
 }

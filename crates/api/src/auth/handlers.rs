@@ -1,7 +1,5 @@
 //! /api/auth/: accounts and tokens, with simplejwt's behaviour.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +12,7 @@ use super::accounts::{NewAccount, email_taken};
 use super::extractor::{Authenticated, authenticate_as};
 use super::tokens::{TokenPair, TokenType};
 use crate::ApiError;
+use crate::client_addr::client_ip;
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
 use crate::state::AppState;
@@ -120,10 +119,6 @@ pub struct ValidationErrorBody(std::collections::HashMap<String, Vec<String>>);
 /// An empty object.
 #[derive(Serialize, ToSchema)]
 pub struct Empty {}
-
-fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
-}
 
 fn password_errors(
     field: &str,

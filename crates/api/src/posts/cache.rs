@@ -1,6 +1,7 @@
 //! A small cache of anonymous list pages. The front page of a newspaper is read far more often
 //! than it changes; every commit (on this instance or, through the channel layer, on another)
-//! invalidates the whole cache, and entries expire after a second regardless.
+//! invalidates the whole cache, and entries expire after a second regardless. Bounded in bytes
+//! as well as in entries: a page of large posts cannot make it hold more than its budget.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -11,6 +12,10 @@ use newspaper_domain::Seq;
 
 /// Pages kept at most; a full cache starts over.
 const MAX_ENTRIES: usize = 512;
+/// Bytes of page bodies kept at most.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Pages larger than this are not cached at all (a few of them would fill the budget).
+const MAX_PAGE_BYTES: usize = MAX_BYTES / 16;
 /// The longest an entry is served, as a bound should an invalidation be lost.
 const TTL: Duration = Duration::from_secs(1);
 
@@ -21,6 +26,27 @@ pub type CachedPage = (Seq, Bytes);
 struct Entries {
     generation: u64,
     pages: HashMap<String, (Instant, CachedPage)>,
+    /// Bytes of the bodies in `pages`.
+    bytes: usize,
+}
+
+impl Entries {
+    fn clear(&mut self) {
+        self.pages.clear();
+        self.bytes = 0;
+    }
+
+    fn drop_expired(&mut self) {
+        let mut freed = 0;
+        self.pages.retain(|_, (at, (_, body))| {
+            let keep = at.elapsed() < TTL;
+            if !keep {
+                freed += body.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 /// Response bodies of `GET /api/posts/` for anonymous readers, keyed by URL.
@@ -48,15 +74,30 @@ impl ListCache {
     /// Stores a body computed from data read at `read_at` (the generation before the read);
     /// dropped if anything was committed since, because it may predate that commit.
     pub fn put(&self, key: String, read_at: u64, current: u64, body: CachedPage) {
-        if read_at != current {
+        if read_at != current || body.1.len() > MAX_PAGE_BYTES {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.generation != current || entries.pages.len() >= MAX_ENTRIES {
+        if entries.generation != current {
             entries.generation = current;
-            entries.pages.clear();
+            entries.clear();
         }
-        entries.pages.insert(key, (Instant::now(), body));
+        if entries.pages.len() >= MAX_ENTRIES || entries.bytes + body.1.len() > MAX_BYTES {
+            entries.drop_expired();
+        }
+        if entries.pages.len() >= MAX_ENTRIES || entries.bytes + body.1.len() > MAX_BYTES {
+            entries.clear();
+        }
+        entries.bytes += body.1.len();
+        if let Some((_, (_, old))) = entries.pages.insert(key, (Instant::now(), body)) {
+            entries.bytes -= old.len();
+        }
+    }
+
+    /// Entries and bytes held now.
+    pub fn size(&self) -> (usize, usize) {
+        let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (entries.pages.len(), entries.bytes)
     }
 }
 
@@ -78,12 +119,35 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_bounded_in_bytes_and_drops_what_expired() {
+        let cache = ListCache::default();
+        let page = Bytes::from(vec![b'x'; MAX_PAGE_BYTES]);
+        for i in 0..40 {
+            cache.put(format!("k{i}"), 0, 0, (Seq(0), page.clone()));
+            assert!(cache.size().1 <= MAX_BYTES, "after {i}: {:?}", cache.size());
+        }
+        let too_big = Bytes::from(vec![b'x'; MAX_PAGE_BYTES + 1]);
+        cache.put("huge".into(), 0, 0, (Seq(0), too_big));
+        assert_eq!(cache.get("huge", 0), None, "a page too large for the cache is not kept");
+        // Expired entries make room before anything fresh is dropped.
+        let cache = ListCache::default();
+        cache.put("old".into(), 0, 0, (Seq(0), page.clone()));
+        cache.entries.write().unwrap().pages.get_mut("old").unwrap().0 = Instant::now() - TTL;
+        for i in 0..15 {
+            cache.put(format!("k{i}"), 0, 0, (Seq(0), page.clone()));
+        }
+        cache.put("last".into(), 0, 0, (Seq(0), page.clone()));
+        assert!(cache.get("k0", 0).is_some(), "fresh entries survive: {:?}", cache.size());
+        assert_eq!(cache.size(), (16, 16 * MAX_PAGE_BYTES));
+    }
+
+    #[test]
     fn entries_expire_and_the_cache_is_bounded() {
         let cache = ListCache::default();
         for i in 0..MAX_ENTRIES + 1 {
             cache.put(format!("k{i}"), 0, 0, (Seq(0), Bytes::new()));
         }
-        assert_eq!(cache.entries.read().unwrap().pages.len(), 1);
+        assert_eq!(cache.size().0, 1);
         cache
             .entries
             .write()

@@ -16,11 +16,22 @@ use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
 use crate::state::AppState;
 
-/// The post `viewer` wants to change: 404 if they cannot see it, 403 if they may not change it.
-fn load_for_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Result<Post, ApiError> {
+/// Whether `viewer` may change `post`: 404 if they cannot see it, 403 if they may not change it.
+fn may_change(viewer: &Viewer, post: Option<Post>) -> Result<Post, ApiError> {
     let post =
-        PostRepository::find_visible_to(conn, viewer, id)?.ok_or_else(ApiError::not_found)?;
+        post.filter(|p| viewer.can_see(p.author.id, p.status)).ok_or_else(ApiError::not_found)?;
     if viewer.can_modify(post.author.id) { Ok(post) } else { Err(ApiError::forbidden()) }
+}
+
+/// The post `viewer` wants to change, read (no lock) to answer before the body is looked at.
+fn check_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Result<Post, ApiError> {
+    may_change(viewer, PostRepository::find(conn, id)?)
+}
+
+/// The post `viewer` is changing, locked in the write transaction: the change applies to the
+/// row as it is now, not as it was when the request was checked.
+fn lock_for_change(conn: &mut DbConnection, viewer: &Viewer, id: PostId) -> Result<Post, ApiError> {
+    may_change(viewer, PostRepository::find_for_update(conn, id)?)
 }
 
 /// The header that tells which feed position a response was read at: open the feed with
@@ -160,13 +171,13 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let viewer = user.viewer();
     // Permission before the body, as DRF does: a stranger learns nothing from validation.
-    state.db.read(move |conn| load_for_change(conn, &viewer, id)).await?;
+    state.db.read(move |conn| check_change(conn, &viewer, id)).await?;
     let body = JsonObject::read(&req, payload.into_inner()).await?;
     let changes = PostInput::parse(&body, full)?.into_changes();
     let post = state
         .db
         .write(move |conn| {
-            let current = load_for_change(conn, &viewer, id)?;
+            let current = lock_for_change(conn, &viewer, id)?;
             Ok::<_, ApiError>(PostRepository::update(conn, &current, changes, now())?.0)
         })
         .await?;
@@ -236,7 +247,7 @@ pub async fn destroy_post(
     state
         .db
         .write(move |conn| {
-            let current = load_for_change(conn, &viewer, id)?;
+            let current = lock_for_change(conn, &viewer, id)?;
             Ok::<_, ApiError>(PostRepository::delete(conn, &current, now())?)
         })
         .await?;

@@ -1,7 +1,7 @@
 //! The list query (`page`, `page_size`, `status`, `author`, `search`, `ordering`) and DRF's
 //! page-number pagination with absolute `next` / `previous` links.
 
-use newspaper_domain::{Post, PostOrdering, PostStatus, UserId, ValidationErrors};
+use newspaper_domain::{Post, PostOrdering, PostStatus, UserId, ValidationErrors, check_max_chars};
 use newspaper_persistence::PostQuery;
 use serde::Serialize;
 use url::Url;
@@ -13,6 +13,8 @@ use crate::ApiError;
 pub const DEFAULT_PAGE_SIZE: u64 = 10;
 /// The largest `page_size` honoured; larger values are clamped, as DRF does.
 pub const MAX_PAGE_SIZE: u64 = 100;
+/// The longest `search` term accepted: longer ones cost more and find nothing more.
+pub const MAX_SEARCH_CHARS: usize = 100;
 
 /// Query parameters of `GET /api/posts/` (for the OpenAPI document).
 #[derive(IntoParams)]
@@ -27,7 +29,8 @@ pub struct ListPostsParams {
     status: Option<PostStatus>,
     /// Only posts by this user id.
     author: Option<i64>,
-    /// Case-insensitive text in the title or content.
+    /// Case-insensitive text in the title or content, at most 100 characters.
+    #[param(max_length = 100)]
     search: Option<String>,
     /// `created_at`, `updated_at` or `title`, `-` for descending, comma-separated
     /// (default `-created_at`).
@@ -114,8 +117,11 @@ impl ListRequest {
                 }
             },
         };
-        errors.into_result(())?;
         let search = get("search").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        if let Some(term) = &search {
+            errors.check("search", check_max_chars(term, MAX_SEARCH_CHARS));
+        }
+        errors.into_result(())?;
         let ordering = PostOrdering::parse_list(get("ordering").unwrap_or(""));
         Ok(Self {
             page,

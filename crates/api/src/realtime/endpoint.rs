@@ -7,6 +7,7 @@ use newspaper_domain::Seq;
 use super::origin_allowed;
 use super::session::{self, SessionParams};
 use crate::ApiError;
+use crate::client_addr::client_ip;
 use crate::state::AppState;
 
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
@@ -41,6 +42,7 @@ fn session_params(query: &str) -> SessionParams {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = crate::error::ErrorDetail),
         (status = 403, description = "Origin not allowed", body = crate::error::ErrorDetail),
+        (status = 429, description = "Too many open streams from this client", body = crate::error::ErrorDetail),
         (status = 503, description = "Shutting down", body = crate::error::ErrorDetail)))]
 pub(crate) async fn blog_feed_socket(
     state: web::Data<AppState>,
@@ -64,13 +66,18 @@ pub(crate) async fn blog_feed_socket(
         tracing::info!(origin = origin.unwrap_or_default(), "WebSocket origin refused");
         return Err(ApiError::Forbidden("Origin not allowed.".into()));
     }
+    let client = client_ip(&req);
+    let Some(slot) = state.realtime.admit(client) else {
+        tracing::info!(%client, "WebSocket refused: too many open streams");
+        return Err(ApiError::TooManyStreams(state.realtime.max_streams_per_client()));
+    };
     let params = session_params(req.query_string());
     let (response, ws, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = settings.realtime.max_message_bytes;
     let stream =
         stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
-    session::open_stream(state.into_inner(), params, ws, stream).await;
+    session::open_stream(state.into_inner(), params, ws, stream, slot).await;
     Ok(response)
 }
 

@@ -10,10 +10,12 @@ pub mod protocol;
 mod session;
 pub(crate) mod stats;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, watch};
 
 pub(crate) use dispatcher::forward_remote_wakes;
 pub use dispatcher::{DispatchMode, Dispatcher};
@@ -45,12 +47,38 @@ struct Inner {
     presence_nudge: Notify,
     shutdown: watch::Sender<bool>,
     instance: String,
+    /// Open streams per client address, for clients that are limited.
+    streams_per_client: Mutex<HashMap<IpAddr, usize>>,
+    max_streams_per_client: usize,
+    /// Replays (outbox reads for `since`, gaps, rejoins) running at once, at most: replaying
+    /// clients cannot take every database connection from API requests.
+    replays: Semaphore,
+}
+
+/// Limits of the live feed held by [`Realtime`].
+#[derive(Debug, Clone, Copy)]
+pub struct FeedLimits {
+    /// Open streams per client address (0: no limit); loopback clients are never limited.
+    pub max_streams_per_client: usize,
+    /// Outbox reads for replays running at once.
+    pub concurrent_replays: usize,
+}
+
+impl Default for FeedLimits {
+    fn default() -> Self {
+        Self { max_streams_per_client: 0, concurrent_replays: 4 }
+    }
 }
 
 impl Realtime {
     /// A handle for instance `instance`; `shared_layer` when other instances share the layer
     /// (their dispatchers must hear about our commits).
     pub fn new(instance: String, shared_layer: bool) -> Self {
+        Self::with_limits(instance, shared_layer, FeedLimits::default())
+    }
+
+    /// [`Realtime::new`] with the given limits.
+    pub fn with_limits(instance: String, shared_layer: bool, limits: FeedLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 dispatch_wake: Notify::new(),
@@ -62,8 +90,37 @@ impl Realtime {
                 presence_nudge: Notify::new(),
                 shutdown: watch::Sender::new(false),
                 instance,
+                streams_per_client: Mutex::new(HashMap::new()),
+                max_streams_per_client: limits.max_streams_per_client,
+                replays: Semaphore::new(limits.concurrent_replays.max(1)),
             }),
         }
+    }
+
+    /// Counts a new stream of `client` against its limit; `None` when it has too many open.
+    pub(crate) fn admit(&self, client: IpAddr) -> Option<ClientSlot> {
+        let max = self.inner.max_streams_per_client;
+        if max == 0 || client.is_loopback() {
+            return Some(ClientSlot { realtime: self.clone(), client: None });
+        }
+        let mut counts =
+            self.inner.streams_per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = counts.entry(client).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot { realtime: self.clone(), client: Some(client) })
+    }
+
+    /// The most streams one client may have open.
+    pub(crate) fn max_streams_per_client(&self) -> usize {
+        self.inner.max_streams_per_client
+    }
+
+    /// Waits for a turn to read the outbox for a replay.
+    pub(crate) async fn replay_permit(&self) -> Option<SemaphorePermit<'_>> {
+        self.inner.replays.acquire().await.ok()
     }
 
     /// Tells the dispatcher (here and, with a shared layer, on every instance) that an outbox
@@ -146,5 +203,25 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.realtime.inner.connections.fetch_sub(1, Ordering::Relaxed);
         self.realtime.nudge_presence();
+    }
+}
+
+/// One open stream counted against its client's limit, for as long as it lives.
+pub(crate) struct ClientSlot {
+    realtime: Realtime,
+    client: Option<IpAddr>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(client) = self.client else { return };
+        let mut counts =
+            self.realtime.inner.streams_per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = counts.get_mut(&client) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&client);
+            }
+        }
     }
 }

@@ -61,8 +61,9 @@ pub(crate) async fn open_stream(
     params: SessionParams,
     ws: Session,
     stream: AggregatedMessageStream,
+    slot: super::ClientSlot,
 ) {
-    let counted = state.realtime.connection_opened();
+    let counted = (state.realtime.connection_opened(), slot);
     // Rare, large futures are boxed: what stays inline is what every idle connection keeps for
     // its whole life, so its size is memory per connection.
     match Box::pin(open(&state, params, ws)).await {
@@ -81,7 +82,7 @@ async fn serve(
     mut session: FeedSession,
     start: Start,
     mut stream: AggregatedMessageStream,
-    _counted: super::ConnectionGuard,
+    _counted: (super::ConnectionGuard, super::ClientSlot),
 ) {
     let exit = match Box::pin(session.start(start)).await {
         Ok(()) => session.event_loop(&mut stream).await,

@@ -23,15 +23,20 @@ impl FeedSession {
         let until = before.unwrap_or(Seq(i64::MAX));
         let mut from = after;
         loop {
-            let events: Vec<StoredEvent> = self
-                .state
-                .db
-                .read(move |conn| OutboxRepository::list_between(conn, from, until, REPLAY_BATCH))
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "replay failed");
-                    Exit::history_unavailable()
-                })?;
+            let events: Vec<StoredEvent> = {
+                // A bounded number of replays read at once; the rest wait their turn.
+                let _turn = self.state.realtime.replay_permit().await;
+                self.state
+                    .db
+                    .read(move |conn| {
+                        OutboxRepository::list_between(conn, from, until, REPLAY_BATCH)
+                    })
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "replay failed");
+                        Exit::history_unavailable()
+                    })?
+            };
             let done = (events.len() as i64) < REPLAY_BATCH;
             for event in &events {
                 from = event.seq;
