@@ -4,6 +4,7 @@
 mod demo_page;
 mod faults;
 mod process;
+mod scrape;
 mod tls;
 mod ws;
 
@@ -15,8 +16,9 @@ pub use faults::{Fault, FaultyProxy};
 use newspaper_api::{Application, ApplicationHandle, Settings};
 pub use newspaper_persistence::testing::{POSTGRES_URL_VAR, TestDatabase};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
-pub use process::{RedisServer, ServerProcess, free_port};
+pub use process::{PrometheusServer, RedisServer, ServerProcess, free_port};
 use reqwest::{Method, StatusCode};
+pub use scrape::{Sample, Scrape};
 use serde_json::{Value, json};
 pub use tls::{TestCa, certificate_names};
 use tokio::task::JoinHandle;
@@ -71,6 +73,8 @@ pub struct TestApp {
     pub address: String,
     /// The bound port.
     pub port: u16,
+    /// The port of `/metrics` when the settings gave it an address of its own.
+    pub metrics_port: Option<u16>,
     /// An HTTP client (no redirects followed, so they can be asserted).
     pub client: reqwest::Client,
     /// The same database the server uses, for setting up and inspecting state.
@@ -101,6 +105,7 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("the test server did not start: {e}"));
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let handle = app.handle();
         let server = tokio::spawn(app.run_until_stopped());
         let db = Database::connect(
@@ -116,6 +121,7 @@ impl TestApp {
         TestApp {
             address: format!("http://127.0.0.1:{port}"),
             port,
+            metrics_port,
             client,
             db,
             settings,
@@ -267,6 +273,38 @@ impl TestApp {
         let (status, body) = self.get("/api/realtime/stats/", token).await;
         assert_eq!(status, StatusCode::OK);
         body
+    }
+
+    /// Scrapes `/metrics` (on its own port when it has one).
+    pub async fn metrics(&self) -> Scrape {
+        let port = self.metrics_port.unwrap_or(self.port);
+        let res = self
+            .client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scrape: {e}"));
+        assert_eq!(res.status(), StatusCode::OK);
+        let kind = res.headers().get("content-type").cloned();
+        assert_eq!(
+            kind.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        Scrape::parse(&res.text().await.unwrap_or_default())
+    }
+
+    /// Scrapes until `ready` accepts a scrape (counters are updated as sessions run), or panics
+    /// with the last one.
+    pub async fn metrics_until(&self, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let scrape = self.metrics().await;
+            if ready(&scrape) {
+                return scrape;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never {what}:\n{}", scrape.text);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Waits until `blog_feed` has `n` members (per the stats endpoint).

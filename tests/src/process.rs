@@ -1,5 +1,5 @@
-//! Real processes for multi-instance tests: `newspaper` servers and a Redis of the test's own
-//! (so that it can be killed and restarted without disturbing anything else).
+//! Real processes tests own: `newspaper` servers, a Redis of the test's own (so that it can be
+//! killed and restarted without disturbing anything else), and a Prometheus that scrapes.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -101,6 +101,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// The port in the server's "listening" line, in the text or the JSON log format.
+fn listening_port(line: &str) -> Option<u16> {
+    if let Ok(serde_json::Value::Object(entry)) = serde_json::from_str(line) {
+        let fields = entry.get("fields")?;
+        return (fields["message"] == "listening")
+            .then(|| fields["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
+            .flatten();
+    }
+    if !line.contains(" listening ") {
+        return None;
+    }
+    line.split(" port=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 /// A `newspaper` server process.
 pub struct ServerProcess {
     /// The bound port.
@@ -139,10 +153,8 @@ impl ServerProcess {
             let line = log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("the server never said which port it listens on"));
-            if let Some(rest) = line.split("port=").nth(1) {
-                if let Some(port) = rest.split_whitespace().next().and_then(|p| p.parse().ok()) {
-                    break port;
-                }
+            if let Some(port) = listening_port(&line) {
+                break port;
             }
         };
         ServerProcess { port, child, log }
@@ -158,6 +170,18 @@ impl ServerProcess {
         self.log.try_iter().collect()
     }
 
+    /// Waits (up to [`crate::PATIENCE`]) for a log line `wanted` accepts, skipping others.
+    pub fn wait_for_log(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + crate::PATIENCE;
+        loop {
+            match self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the server never logged {what}"),
+            }
+        }
+    }
+
     /// Kills it without warning (SIGKILL).
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -166,6 +190,112 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `prometheus` server owned by one test, with its data in a temporary directory.
+pub struct PrometheusServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    /// Where Debian's `prometheus` package installs it.
+    pub const BINARY: &'static str = "/usr/bin/prometheus";
+
+    /// Whether Prometheus is installed; without it a test skips and says why, unless
+    /// NEWSPAPER_REQUIRE_PROMETHEUS is set (as in CI), where a missing one fails the test.
+    pub fn available() -> bool {
+        if Path::new(Self::BINARY).exists() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("NEWSPAPER_REQUIRE_PROMETHEUS").is_none(),
+            "NEWSPAPER_REQUIRE_PROMETHEUS is set but {} is missing (apt-get install prometheus)",
+            Self::BINARY
+        );
+        eprintln!("skipped: {} not found; install Debian's prometheus package", Self::BINARY);
+        false
+    }
+
+    /// Starts one with this configuration (YAML) and waits until it is ready.
+    pub fn start(config: &str) -> PrometheusServer {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config_file = dir.path().join("prometheus.yml");
+        std::fs::write(&config_file, config).unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let child = Command::new(Self::BINARY)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", Self::BINARY));
+        PrometheusServer { port, child, _dir: dir }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until its `/-/ready` answers 200.
+    pub async fn wait_until_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{}/-/ready", self.url())).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Prometheus never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs an instant PromQL query; the `data.result` array.
+    pub async fn query(&self, client: &reqwest::Client, promql: &str) -> Vec<serde_json::Value> {
+        let res = client
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("query {promql}: {e}"));
+        let body: serde_json::Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Queries until the single result's value is `expected`, or panics with the last answer.
+    pub async fn wait_for_value(&self, client: &reqwest::Client, promql: &str, expected: f64) {
+        let deadline = Instant::now() + crate::PATIENCE * 3;
+        loop {
+            let result = self.query(client, promql).await;
+            let value = match result.as_slice() {
+                [one] => one["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()),
+                _ => None,
+            };
+            if value == Some(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql} never became {expected}; last answer: {result:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for PrometheusServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

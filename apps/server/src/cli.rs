@@ -170,9 +170,24 @@ pub struct Config {
     /// Allow --debug on an address other than loopback (debug mode reveals reset tokens).
     #[arg(long, env = "NEWSPAPER_DEBUG_ON_PUBLIC_ADDRESS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub debug_on_public_address: bool,
+    /// Serve `/metrics` on this address instead of the main one (keep it private).
+    #[arg(long, env = "NEWSPAPER_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, env = "NEWSPAPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the request's span fields (`request_id`).
+    Json,
 }
 
 impl Config {
@@ -215,6 +230,7 @@ impl Config {
         settings.write_queue = self.write_queue.max(1);
         settings.redis_ca_file = self.redis_ca_file.clone();
         settings.allow_debug_on_public_address = self.debug_on_public_address;
+        settings.metrics_bind = self.metrics_bind;
         settings.check()?;
         if !(4..=31).contains(&settings.bcrypt_cost) {
             return Err("the bcrypt cost must be between 4 and 31".into());

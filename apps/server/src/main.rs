@@ -13,18 +13,33 @@ use newspaper_domain::{Email, ValidationErrors, now};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, Switch, UserCommand};
+use crate::cli::{Cli, Command, LogFormat, Switch, UserCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    match cli.config.log_format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        // One object per line with the request span flattened in, so a log shipper can
+        // index `request_id` without parsing text.
+        LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
     let settings = match cli.config.settings() {
         Ok(settings) => settings,
         Err(problem) => {
@@ -114,8 +129,11 @@ fn create_user(
     else {
         return Err(errors.to_string());
     };
-    let hash =
-        bcrypt::hash(account.password.expose(), settings.bcrypt_cost).map_err(|e| e.to_string())?;
+    let hash = newspaper_api::auth::hash_password_blocking(
+        account.password.expose(),
+        settings.bcrypt_cost,
+    )
+    .map_err(|e| e.to_string())?;
     let db = open_database(settings)?;
     db.run_migrations().map_err(|e| e.to_string())?;
     let user =

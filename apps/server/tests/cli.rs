@@ -76,7 +76,10 @@ fn create_user_makes_staff_and_refuses_duplicates_and_weak_passwords() {
     let email = Email::parse("boss@example.com").unwrap();
     let record = UserRepository::find_by_email(&mut pool.get().unwrap(), &email).unwrap().unwrap();
     assert!(record.user.is_staff);
-    assert!(bcrypt::verify("a strong password", &record.password_hash).unwrap());
+    assert!(newspaper_api::auth::verify_password_blocking(
+        "a strong password",
+        &record.password_hash
+    ));
 
     let (code, _, err) = run(newspaper(&db).args([
         "--debug",

@@ -13,6 +13,7 @@ use newspaper_events::{
 };
 use newspaper_persistence::{Database, PersistenceError, PoolOptions};
 use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
 
 use crate::auth::{PasswordHasher, Throttle, TokenService, handlers as auth};
 use crate::error::detail_response;
@@ -125,6 +126,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     route(cfg, "/api/health/", GET, |r| {
         r.route(web::get().to(crate::health::health)).route(web::head().to(crate::health::health))
     });
+    cfg.service(
+        web::resource("/metrics")
+            .route(web::get().to(crate::metrics::metrics_on_main_port))
+            .route(web::head().to(crate::metrics::metrics_on_main_port)),
+    );
     route(cfg, "/api/schema/", GET, |r| {
         r.route(web::get().to(openapi::schema)).route(web::head().to(openapi::schema))
     });
@@ -156,6 +162,8 @@ fn instance_name() -> String {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on an address of its own, when `NEWSPAPER_METRICS_BIND` says so.
+    metrics_server: Option<(u16, Server)>,
     handle: ApplicationHandle,
     tasks: Vec<JoinHandle<()>>,
     layer: Arc<dyn ChannelLayer>,
@@ -265,6 +273,7 @@ impl Application {
             concurrent_replays: usize::try_from(pool_size / 2).unwrap_or(1).max(1),
         };
         let realtime = Realtime::with_limits(instance.clone(), shared, limits);
+        realtime.metrics().observe(db.clone(), layer.clone());
 
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
@@ -294,7 +303,9 @@ impl Application {
                 .default_service(web::to(not_found))
                 .wrap(ErrorHandlers::new().default_handler(middleware::json_error_body))
                 .wrap(from_fn(middleware::catch_panics))
-                .wrap(from_fn(middleware::log_requests))
+                .wrap(from_fn(middleware::observe_requests))
+                .wrap(TracingLogger::<middleware::RequestSpans>::new())
+                .wrap(from_fn(middleware::assign_request_id))
         })
         // Before `listen`: the listener copies the connect hook when it is added.
         .on_connect({
@@ -309,6 +320,25 @@ impl Application {
             server = server.workers(workers.max(1));
         }
         let server = server.run();
+        let metrics_server = match settings.metrics_bind {
+            Some(address) => {
+                let metrics_state = state.clone();
+                let listener = bind_listener(address)?;
+                let metrics_port = listener.local_addr()?.port();
+                tracing::info!(address = %listener.local_addr()?, "metrics listening");
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .route("/metrics", web::get().to(crate::metrics::metrics))
+                })
+                .listen(listener)?
+                .workers(1)
+                .disable_signals()
+                .run();
+                Some((metrics_port, server))
+            }
+            None => None,
+        };
 
         let dispatcher =
             Dispatcher::new(db, layer.clone(), realtime.clone(), mode, settings.realtime.clone());
@@ -323,12 +353,17 @@ impl Application {
         ];
         tracing::info!(%instance, address = %settings.bind.ip(), port, "listening");
         let handle = ApplicationHandle { realtime, layer: layer.clone(), server: server.handle() };
-        Ok(Self { port, server, handle, tasks, layer })
+        Ok(Self { port, server, metrics_server, handle, tasks, layer })
     }
 
     /// The port actually bound (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on when it has an address of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop this instance.
@@ -338,7 +373,15 @@ impl Application {
 
     /// Serves until stopped, then stops the background tasks and the layer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, running)) = metrics {
+            handle.stop(true).await;
+            let _ = running.await;
+        }
         self.handle.realtime.shutdown();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

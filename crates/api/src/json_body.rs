@@ -117,6 +117,18 @@ impl JsonObject {
         }
     }
 
+    /// A required string that may not be empty either (DRF's `CharField`, which refuses blank
+    /// values by default): tokens, ids.
+    pub fn required_text(&self, field: &str, errors: &mut ValidationErrors) -> Option<&str> {
+        match self.required_str(field, errors) {
+            Some("") => {
+                errors.add(field, "This field may not be blank.");
+                None
+            }
+            other => other,
+        }
+    }
+
     /// A string field that may be absent (`None`); present but not a string is an error.
     pub fn optional_str(&self, field: &str, errors: &mut ValidationErrors) -> Option<&str> {
         self.0.get(field).and_then(|value| errors.check(field, as_str(value)))

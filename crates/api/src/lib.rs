@@ -25,6 +25,7 @@ mod client_addr;
 mod error;
 pub mod health;
 mod json_body;
+pub mod metrics;
 mod middleware;
 pub mod openapi;
 mod pages;

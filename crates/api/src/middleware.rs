@@ -7,15 +7,90 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
+use actix_web::{HttpMessage, web};
 use futures_util::FutureExt;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
 
 use crate::ApiError;
 use crate::error::ErrorDetail;
+use crate::state::AppState;
 
-/// Logs method, path, status and latency of every request.
-pub async fn log_requests(
+/// The id of one request: the client's `X-Request-Id` if it sent a sane one, or a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The request id header, in requests and responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl RequestId {
+    /// A client's id is kept if it is 1 to 64 characters of letters, digits and `. _ : -`:
+    /// enough for UUIDs and trace ids, nothing that could forge a log line.
+    fn from_client(value: &HeaderValue) -> Option<Self> {
+        let id = value.to_str().ok()?;
+        let sane = (1..=64).contains(&id.len())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+        sane.then(|| RequestId(id.to_owned()))
+    }
+
+    fn generate() -> Self {
+        RequestId(crate::auth_random_id()[..16].to_owned())
+    }
+}
+
+/// Gives every request an id, kept in its extensions (for its log span) and returned in the
+/// `X-Request-Id` response header.
+pub async fn assign_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(RequestId::generate);
+    let value = HeaderValue::from_str(&id.0).ok();
+    req.extensions_mut().insert(id);
+    let mut response = next.call(req).await?;
+    if let Some(value) = value {
+        response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    Ok(response)
+}
+
+/// The span every request's log lines carry: its id. The live feed's long-lived responses get
+/// none (their bodies are polled for hours; the handshake is logged by the request line).
+pub struct RequestSpans;
+
+impl RootSpanBuilder for RequestSpans {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let extensions = request.extensions();
+        let id = extensions.get::<RequestId>().map_or("", |id| id.0.as_str());
+        tracing::info_span!("request", request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(_: Span, _: &Result<ServiceResponse<B>, actix_web::Error>) {}
+}
+
+/// A method as a metric label: the standard ones, or `other` (labels stay a bounded set).
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Logs method, path, status, client and latency of every request (inside its span, so with
+/// its id), and counts it in the metrics by route template.
+pub async fn observe_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -23,13 +98,23 @@ pub async fn log_requests(
     let method = req.method().clone();
     let path = req.path().to_owned();
     let client = crate::client_addr::client_ip(req.request());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await;
-    let status = match &response {
-        Ok(res) => res.status().as_u16(),
-        Err(err) => err.as_response_error().status_code().as_u16(),
+    let (status, route) = match &response {
+        Ok(res) => (res.status().as_u16(), res.request().match_pattern()),
+        Err(err) => (err.as_response_error().status_code().as_u16(), None),
     };
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(target: "newspaper::http", %method, %path, status, %client, latency_ms = format!("{latency_ms:.2}"), "request");
+    let elapsed = started.elapsed();
+    if let Some(state) = state {
+        let metrics = state.realtime.metrics();
+        let route = route.as_deref().unwrap_or("unmatched");
+        let method = method_label(&method);
+        metrics.http_requests.with_label_values(&[method, route, &status.to_string()]).inc();
+        metrics.http_duration.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+    }
+    // Hundredths of a millisecond, as a number: JSON logs can sum and compare it.
+    let latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
+    tracing::info!(target: "newspaper::http", %method, %path, status, %client, latency_ms, "request");
     response
 }
 

@@ -145,6 +145,8 @@ pub struct Settings {
     pub redis_ca_file: Option<PathBuf>,
     /// Allows debug mode on an address other than loopback (it reveals reset tokens).
     pub allow_debug_on_public_address: bool,
+    /// Serve `/metrics` on this address instead of the main one.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -177,6 +179,7 @@ impl Settings {
             write_queue: 1024,
             redis_ca_file: None,
             allow_debug_on_public_address: false,
+            metrics_bind: None,
         }
     }
 

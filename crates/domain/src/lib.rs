@@ -16,6 +16,14 @@
 //! assert!(Viewer::User { id: author, is_staff: false }.can_see(author, PostStatus::Draft));
 //! ```
 
+/// The characters `str::trim` removes (Unicode `White_Space`), for the regular expressions that
+/// describe the validation rules in the OpenAPI document.
+macro_rules! ws {
+    () => {
+        r"\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000"
+    };
+}
+
 mod event;
 mod ids;
 mod post;
@@ -29,8 +37,8 @@ pub use event::{
 };
 pub use ids::{PostId, Seq, UserId};
 pub use post::{
-    AuthorRef, MAX_CONTENT_CHARS, Post, PostOrdering, PostOrderingField, PostStatus, PostTitle,
-    check_max_chars, parse_content,
+    AuthorRef, CONTENT_PATTERN, MAX_CONTENT_CHARS, Post, PostOrdering, PostOrderingField,
+    PostStatus, PostTitle, check_max_chars, parse_content,
 };
 pub use time::{Timestamp, now, rfc3339_millis};
 pub use user::{Email, Password, User, Username};

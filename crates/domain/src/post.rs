@@ -55,6 +55,19 @@ pub struct PostTitle(String);
 impl PostTitle {
     /// The longest title accepted, in characters.
     pub const MAX_CHARS: usize = 200;
+    /// What [`PostTitle::parse`] accepts, as a regular expression: 1 to 200 characters once
+    /// surrounding whitespace is trimmed, no NUL.
+    pub const PATTERN: &'static str = concat!(
+        "^[",
+        ws!(),
+        "]*[^",
+        ws!(),
+        r"\u0000](?:[^\u0000]{0,198}[^",
+        ws!(),
+        r"\u0000])?[",
+        ws!(),
+        "]*$"
+    );
 
     /// Validates a raw title the way DRF's `CharField(max_length=200)` does.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
@@ -81,6 +94,8 @@ impl PostTitle {
 /// The longest post content accepted, in characters: long enough for any article, short
 /// enough that storing, searching and sending a post has a bounded cost.
 pub const MAX_CONTENT_CHARS: usize = 100_000;
+/// What [`parse_content`] accepts besides its length, as a regular expression: no NUL.
+pub const CONTENT_PATTERN: &str = r"^[^\u0000]*$";
 
 /// Validates post content: any text up to [`MAX_CONTENT_CHARS`], blank allowed, kept exactly as
 /// written.

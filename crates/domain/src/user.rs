@@ -40,41 +40,65 @@ fn active_default() -> bool {
 }
 
 /// A syntactically valid email address, trimmed and lower-cased, so that uniqueness is
-/// case-insensitive.
+/// case-insensitive. As Django's validator: an ASCII dot-atom local part of at most 64
+/// characters, and a domain of at least two labels (letters, digits, inner hyphens; an
+/// international domain in its `xn--` form), at most 254 characters in all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
+
+/// The characters an address may use before the `@`, besides dots between them.
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c)
+}
+
+fn is_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
 
 impl Email {
     /// The longest address accepted (RFC 5321 path limit).
     pub const MAX_LEN: usize = 254;
+    /// The longest local part accepted.
+    pub const MAX_LOCAL_LEN: usize = 64;
+    /// What [`Email::parse`] accepts, as an ECMA-262 / Python regular expression (for the
+    /// OpenAPI document).
+    pub const PATTERN: &'static str = concat!(
+        "^[",
+        ws!(),
+        "]*(?=[^@]{1,64}@)(?=[^",
+        ws!(),
+        "]{3,254}[",
+        ws!(),
+        "]*$)",
+        "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*",
+        "@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+        "(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+",
+        "[",
+        ws!(),
+        "]*$"
+    );
 
     /// Validates and normalises an address.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let invalid = || FieldError::new("Enter a valid email address.");
-        let email = raw.trim().to_lowercase();
+        let email = raw.trim();
         if email.is_empty() {
             return Err(FieldError::new("This field may not be blank."));
         }
-        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if email.len() > Self::MAX_LEN {
             return Err(invalid());
         }
-        let (local, domain) = email.rsplit_once('@').ok_or_else(invalid)?;
-        if local.is_empty() || local.len() > 64 || local.contains('@') {
-            return Err(invalid());
-        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        let local_ok = (1..=Self::MAX_LOCAL_LEN).contains(&local.len())
+            && local.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
         let labels: Vec<&str> = domain.split('.').collect();
-        let label_ok = |l: &&str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        };
-        if labels.len() < 2 || !labels.iter().all(label_ok) {
+        if !local_ok || labels.len() < 2 || !labels.iter().all(|l| is_label(l)) {
             return Err(invalid());
         }
-        Ok(Self(email))
+        Ok(Self(email.to_ascii_lowercase()))
     }
 
     /// The normalised address.
@@ -101,12 +125,15 @@ pub struct Username(String);
 impl Username {
     /// The longest username accepted, in characters.
     pub const MAX_CHARS: usize = 150;
+    /// What [`Username::parse`] accepts, as a regular expression (Python's Unicode `\w`, as
+    /// Django's validator uses).
+    pub const PATTERN: &'static str = concat!("^[", ws!(), "]*[\\w.@+-]{1,150}[", ws!(), "]*$");
 
     fn allowed(c: char) -> bool {
         c.is_alphanumeric() || matches!(c, '@' | '.' | '+' | '-' | '_')
     }
 
-    /// Validates a chosen username.
+    /// Validates a chosen username (surrounding whitespace is trimmed; blank is an error).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let name = raw.trim();
         if name.is_empty() {
@@ -205,22 +232,28 @@ const COMMON_PASSWORDS: &[&str] = &[
 impl Password {
     /// The shortest password accepted, in characters.
     pub const MIN_CHARS: usize = 8;
-    /// The longest password accepted, in bytes: bcrypt ignores everything after 72.
-    pub const MAX_BYTES: usize = 72;
+    /// The longest password accepted, in characters (passwords are hashed through SHA-256
+    /// before bcrypt, so bcrypt's 72-byte limit does not apply; this bounds the work).
+    pub const MAX_CHARS: usize = 128;
+    /// What [`Password::parse`] can be seen to require without knowing the account: 8 to 128
+    /// characters, not all ASCII digits, no NUL (the length is the schema's `minLength` and
+    /// `maxLength`). Common passwords and ones like the email are refused too.
+    pub const PATTERN: &'static str = "^[^\\u0000]*[^0-9\\u0000][^\\u0000]*$";
 
     /// Checks a new password against Django's default rules; returns every rule it breaks.
     pub fn parse(raw: &str, email: Option<&Email>) -> Result<Self, Vec<FieldError>> {
         let mut problems = Vec::new();
-        if raw.chars().count() < Self::MIN_CHARS {
+        let chars = raw.chars().count();
+        if chars < Self::MIN_CHARS {
             problems.push(FieldError::new(format!(
                 "This password is too short. It must contain at least {} characters.",
                 Self::MIN_CHARS
             )));
         }
-        if raw.len() > Self::MAX_BYTES {
+        if chars > Self::MAX_CHARS {
             problems.push(FieldError::new(format!(
-                "This password is too long. It must contain at most {} bytes.",
-                Self::MAX_BYTES
+                "Ensure this field has no more than {} characters.",
+                Self::MAX_CHARS
             )));
         }
         if raw.contains('\0') {
@@ -267,6 +300,19 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(Email::parse("").unwrap_err().0, "This field may not be blank.");
+        for bad in [
+            "ann.@example.com",
+            ".ann@example.com",
+            "an..n@example.com",
+            "ännä@example.com",
+            "ann@exämple.com",
+            "ann@a.b-",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(Email::parse("o'brien+news@xn--exmple-cua.com").is_ok());
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+        assert!(Email::parse(&format!("a@{}.com", "b".repeat(64))).is_err());
         assert_eq!(Email::parse("ann@example.com").unwrap().local_part(), "ann");
     }
 
@@ -287,7 +333,8 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(Password::parse("Password", None).is_err());
         assert!(Password::parse("annabel-2026", Some(&email)).is_err());
-        assert!(Password::parse(&"x".repeat(73), None).is_err());
+        assert!(Password::parse(&"é".repeat(128), None).is_ok(), "characters, not bytes");
+        assert!(Password::parse(&"x".repeat(129), None).is_err());
         assert_eq!(format!("{:?}", Password::parse("s3cret-pass", None).unwrap()), "Password(***)");
     }
 

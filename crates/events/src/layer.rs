@@ -23,6 +23,16 @@ impl Default for LayerConfig {
     }
 }
 
+/// Counters of a layer's trouble with its broker, for metrics: they only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Times the connection to the broker was lost and made again.
+    pub reconnects: u64,
+    /// Broker commands that failed (publish, subscribe, report), and failed connection
+    /// attempts.
+    pub errors: u64,
+}
+
 /// A channel layer: named channels with one receiver each, and named groups of channels that
 /// can be sent to as one.
 ///
@@ -89,6 +99,11 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// fails if that does not happen soon. Sends before then may be lost.
     async fn ready(&self) -> Result<(), LayerError> {
         Ok(())
+    }
+
+    /// Counters of broker trouble (zero for a layer without a broker).
+    fn stats(&self) -> LayerStats {
+        LayerStats::default()
     }
 
     /// Shuts the layer down: every receiver of this process gets `RecvError::Closed`.

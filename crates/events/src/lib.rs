@@ -44,7 +44,7 @@ mod redis_layer;
 
 pub use channel::{ChannelReceiver, Message, RecvError};
 pub use error::LayerError;
-pub use layer::{ChannelLayer, LayerConfig};
+pub use layer::{ChannelLayer, LayerConfig, LayerStats};
 pub use memory::InMemoryChannelLayer;
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN};
 #[cfg(feature = "redis")]

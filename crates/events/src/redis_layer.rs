@@ -19,6 +19,7 @@
 //! that reads liveness keys, so a Redis Cluster is not supported.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,7 +32,8 @@ use tokio::sync::{mpsc, watch};
 use crate::hub::{Hub, MembershipChange};
 use crate::names::random_prefix;
 use crate::{
-    ChannelLayer, ChannelName, ChannelReceiver, GroupName, LayerConfig, LayerError, Message,
+    ChannelLayer, ChannelName, ChannelReceiver, GroupName, LayerConfig, LayerError, LayerStats,
+    Message,
 };
 
 /// How often this process reports its group sizes and renews its liveness key.
@@ -89,6 +91,8 @@ struct Shared {
     /// Whether the subscription connection is up (and subscribed to this process's inbox).
     ready: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
+    reconnects: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl Shared {
@@ -115,6 +119,14 @@ impl Shared {
 
 fn unavailable(err: redis::RedisError) -> LayerError {
     LayerError::Unavailable(err.to_string())
+}
+
+impl Shared {
+    /// Counts a broker failure and turns it into the layer's error.
+    fn failed(&self, err: redis::RedisError) -> LayerError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        unavailable(err)
+    }
 }
 
 /// A channel layer shared by every process that uses the same Redis and namespace.
@@ -163,6 +175,8 @@ impl RedisChannelLayer {
             subscribed: Mutex::new(HashSet::new()),
             ready: watch::Sender::new(false),
             shutdown: watch::Sender::new(false),
+            reconnects: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         });
         let tasks = vec![
             tokio::spawn(subscribe_forever(client, shared.clone(), changes_rx)),
@@ -198,6 +212,7 @@ async fn subscribe_forever(
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),
             Err(err) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, retry_in = ?backoff, "Redis channel layer: cannot connect");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -215,6 +230,7 @@ async fn subscribe_forever(
         let mut channels = vec![shared.inbox(shared.hub.prefix())];
         channels.extend(groups.iter().map(|g| shared.group_channel(g)));
         if let Err(err) = sink.subscribe(&channels).await {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %err, "Redis channel layer: subscribing failed");
             continue;
         }
@@ -222,6 +238,7 @@ async fn subscribe_forever(
             groups.into_iter().collect();
         shared.ready.send_replace(true);
         if connected_before {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("Redis channel layer: reconnected; receivers catch up");
             shared.hub.interrupt_all();
         }
@@ -323,6 +340,7 @@ async fn report_forever(shared: Arc<Shared>) {
         match pipe.query_async::<()>(&mut connection).await {
             Ok(()) => reported = now,
             Err(err) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %err, "Redis channel layer: could not report group sizes")
             }
         }
@@ -360,7 +378,7 @@ impl ChannelLayer for RedisChannelLayer {
             .query_async::<i64>(&mut connection)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(|e| self.shared.failed(e))
     }
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
@@ -384,7 +402,7 @@ impl ChannelLayer for RedisChannelLayer {
             .query_async::<i64>(&mut connection)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(|e| self.shared.failed(e))
     }
 
     fn broadcast_local(&self, group: &GroupName, message: Message) {
@@ -399,7 +417,7 @@ impl ChannelLayer for RedisChannelLayer {
             .arg(self.shared.hub.prefix())
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.shared.failed(e))?;
         // Local members count at once, even before the group's subscription is confirmed: a
         // stream that just joined must see itself in the count.
         let local = self.shared.hub.local_size(group);
@@ -412,6 +430,13 @@ impl ChannelLayer for RedisChannelLayer {
 
     fn config(&self) -> &LayerConfig {
         self.shared.hub.config()
+    }
+
+    fn stats(&self) -> LayerStats {
+        LayerStats {
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+        }
     }
 
     async fn ready(&self) -> Result<(), LayerError> {

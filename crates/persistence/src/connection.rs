@@ -166,8 +166,7 @@ impl DatabaseUrl {
                 Ok(DbConnection::Sqlite(conn))
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(&with_network_timeouts(url))
-                    .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+                let mut conn = connect_postgres(&with_network_timeouts(url))?;
                 // The server stops any statement (including a wait for a lock) past this.
                 conn.batch_execute(&format!(
                     "SET statement_timeout = {}",
@@ -177,6 +176,21 @@ impl DatabaseUrl {
             }
         }
     }
+}
+
+/// Opens a PostgreSQL connection. Every libpq connection of the process goes through here (or
+/// calls [`init_tls`] first), so that OpenSSL is initialized without an exit handler: libpq
+/// negotiates TLS whenever the server offers it, and OpenSSL's default clean-up at exit would
+/// free its state while other threads (a pool's reaper, the writer) still close connections —
+/// a double free that aborts the process as it ends.
+pub fn connect_postgres(url: &str) -> Result<PgConnection, PersistenceError> {
+    init_tls();
+    PgConnection::establish(url).map_err(|e| PersistenceError::Unavailable(e.to_string()))
+}
+
+/// Initializes OpenSSL for libpq once, without an exit handler (see [`connect_postgres`]).
+pub fn init_tls() {
+    openssl_sys::init();
 }
 
 /// What every connection is set up with.

@@ -1,5 +1,6 @@
 //! The connection pool, and the only way callers run queries: off the async threads.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::connection::{ConnectionManager, ConnectionOptions};
-use crate::group_commit::GroupCommitter;
+use crate::group_commit::{BATCH_SIZE_BOUNDS, GroupCommitter};
 use crate::limits::DeadlineGuard;
 use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
 
@@ -54,6 +55,26 @@ impl PoolOptions {
 /// A pooled connection.
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
+/// A snapshot of the pool and the writer, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseStats {
+    /// Connections open in the pool.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle_connections: u32,
+    /// Callers waiting for a connection now.
+    pub waiting: usize,
+    /// Writes waiting for the writer now.
+    pub write_queue: usize,
+    /// Batches the writer ran, per size bucket: `(upper bound, cumulative count)`, the last
+    /// bucket unbounded (`u64::MAX`).
+    pub batch_sizes: Vec<(u64, u64)>,
+    /// Writes run in batches.
+    pub writes: u64,
+    /// Batches that failed as a whole (could not begin or commit).
+    pub failed_batches: u64,
+}
+
 /// Handle to the database: cheap to clone, safe to share between threads.
 ///
 /// [`Database::read`] runs its closure on tokio's blocking pool, so a slow query never stalls an
@@ -69,6 +90,8 @@ pub struct Database {
     wait: Duration,
     statement_timeout: Duration,
     writer: Option<GroupCommitter>,
+    /// Callers waiting for a pooled connection now.
+    waiting: Arc<AtomicUsize>,
     /// Serializes writes where there is no writer thread (an in-memory SQLite database).
     write_lock: Option<Arc<Mutex<()>>>,
 }
@@ -106,8 +129,33 @@ impl Database {
             wait: options.connection_timeout,
             statement_timeout: options.statement_timeout,
             writer,
+            waiting: Arc::default(),
             write_lock,
         })
+    }
+
+    /// The pool's and the writer's state now.
+    pub fn stats(&self) -> DatabaseStats {
+        let state = self.pool.state();
+        let mut stats = DatabaseStats {
+            connections: state.connections,
+            idle_connections: state.idle_connections,
+            waiting: self.waiting.load(Ordering::Relaxed),
+            ..DatabaseStats::default()
+        };
+        if let Some(writer) = &self.writer {
+            let counters = &writer.counters;
+            stats.write_queue = counters.queued.load(Ordering::Relaxed);
+            stats.writes = counters.writes.load(Ordering::Relaxed);
+            stats.failed_batches = counters.failed_batches.load(Ordering::Relaxed);
+            let mut cumulative = 0;
+            let bounds = BATCH_SIZE_BOUNDS.iter().copied().chain([u64::MAX]);
+            for (bound, count) in bounds.zip(&counters.batches) {
+                cumulative += count.load(Ordering::Relaxed);
+                stats.batch_sizes.push((bound, cumulative));
+            }
+        }
+        stats
     }
 
     /// Which database this is.
@@ -142,9 +190,13 @@ impl Database {
     {
         let pool = self.pool.clone();
         let statement_timeout = self.statement_timeout;
+        let waiting = self.waiting.clone();
         let read = run_blocking(move || {
             let _deadline = DeadlineGuard::start(statement_timeout);
-            let mut conn = pool.get().map_err(PersistenceError::from)?;
+            waiting.fetch_add(1, Ordering::Relaxed);
+            let conn = pool.get();
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut conn = conn.map_err(PersistenceError::from)?;
             f(&mut conn)
         });
         // A read has no effect, so abandoning it is safe; its thread ends when the

@@ -10,7 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -129,10 +129,40 @@ fn writer_gone() -> PersistenceError {
     PersistenceError::Task("the write failed in the database writer".into())
 }
 
+/// Upper bounds of the batch-size histogram.
+pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// What the writer has done, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    /// Writes waiting in the queue now.
+    pub(crate) queued: AtomicUsize,
+    /// Batches committed (or failed) so far, by size bucket (`BATCH_SIZE_BOUNDS`, then larger).
+    pub(crate) batches: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
+    /// Writes run in batches so far.
+    pub(crate) writes: AtomicU64,
+    /// Batches that failed as a whole.
+    pub(crate) failed_batches: AtomicU64,
+}
+
+impl WriterCounters {
+    fn record_batch(&self, size: usize, failed: bool) {
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        let bucket =
+            BATCH_SIZE_BOUNDS.iter().position(|b| size <= *b).unwrap_or(BATCH_SIZE_BOUNDS.len());
+        self.batches[bucket].fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(size, Ordering::Relaxed);
+        if failed {
+            self.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub(crate) struct GroupCommitter {
     jobs: mpsc::SyncSender<Box<dyn Job>>,
+    pub(crate) counters: Arc<WriterCounters>,
 }
 
 impl GroupCommitter {
@@ -146,11 +176,13 @@ impl GroupCommitter {
         let conn = url.establish(&options)?;
         let (jobs, queue) = mpsc::sync_channel::<Box<dyn Job>>(capacity.max(1));
         let url = url.clone();
+        let counters = Arc::new(WriterCounters::default());
+        let thread_counters = counters.clone();
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer(conn, &url, &options, &queue))
+            .spawn(move || writer(conn, &url, &options, &queue, &thread_counters))
             .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, counters })
     }
 
     /// Queues `f`, or fails at once if the queue is full (the database is not keeping up).
@@ -164,7 +196,10 @@ impl GroupCommitter {
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Box::new(Closure { f, reply, state: state.clone() });
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(Ticket { outcome, state }),
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(Ticket { outcome, state })
+            }
             Err(mpsc::TrySendError::Full(_)) => {
                 Err(PersistenceError::Unavailable("the write queue is full".into()))
             }
@@ -211,6 +246,7 @@ fn writer(
     url: &DatabaseUrl,
     options: &ConnectionOptions,
     queue: &mpsc::Receiver<Box<dyn Job>>,
+    counters: &WriterCounters,
 ) {
     type Manager = <DbConnection as Connection>::TransactionManager;
     while let Ok(first) = queue.recv() {
@@ -221,7 +257,10 @@ fn writer(
                 Err(_) => break,
             }
         }
+        counters.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        let size = batch.len();
         if let Err(err) = begin_batch(&mut conn) {
+            counters.record_batch(size, true);
             tracing::error!(error = %err, "could not start a write transaction");
             for job in batch {
                 job.fail(&err);
@@ -257,6 +296,7 @@ fn writer(
             Manager::commit_transaction(&mut conn).map_err(PersistenceError::from)
         };
         let failure = committed.err();
+        counters.record_batch(size, failure.is_some());
         if let Some(err) = &failure {
             tracing::error!(error = %err, "a write batch failed");
         }

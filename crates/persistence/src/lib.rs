@@ -64,7 +64,7 @@ mod users;
 pub use connection::{
     Backend, ConnectionManager, ConnectionOptions, DatabaseUrl, DbConnection, MultiBackend,
 };
-pub use database::{Database, PoolOptions, PooledConnection};
+pub use database::{Database, DatabaseStats, PoolOptions, PooledConnection};
 pub use error::PersistenceError;
 pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};

@@ -2,7 +2,6 @@
 //! database created for one test and dropped when it ends.
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 
 use crate::{Database, DatabaseUrl, PersistenceError, PoolOptions};
 
@@ -65,8 +64,7 @@ impl TestDatabase {
             "newspaper_test_{}",
             suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let mut admin = PgConnection::establish(server)
-            .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+        let mut admin = crate::connection::connect_postgres(server)?;
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
         let mut url =
             url::Url::parse(server).map_err(|e| PersistenceError::InvalidUrl(e.to_string()))?;
@@ -95,7 +93,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((server, name)) = self.postgres.take() {
-            match PgConnection::establish(&server) {
+            match crate::connection::connect_postgres(&server) {
                 Ok(mut admin) => {
                     if let Err(e) = admin
                         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

@@ -27,10 +27,7 @@ impl NewAccount {
         errors: &mut ValidationErrors,
     ) -> Option<NewAccount> {
         let email = email.and_then(|raw| errors.check("email", Email::parse(raw)));
-        let username = match username {
-            Some(raw) if !raw.trim().is_empty() => errors.check("username", Username::parse(raw)),
-            _ => None,
-        };
+        let username = username.and_then(|raw| errors.check("username", Username::parse(raw)));
         let password = password.and_then(|raw| match Password::parse(raw, email.as_ref()) {
             Ok(password) => Some(password),
             Err(problems) => {

@@ -15,54 +15,11 @@ use crate::ApiError;
 use crate::client_addr::client_ip;
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
+use crate::openapi::{
+    BadRequestBody, Empty, LoginRequest, PasswordChangeRequest, PasswordResetConfirmRequest,
+    PasswordResetRequest, RefreshRequest, RegisterRequest, VerifyRequest,
+};
 use crate::state::AppState;
-
-/// Body of `POST /api/auth/register/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RegisterRequest {
-    /// Login email; unique, case-insensitively.
-    #[schema(example = "ann@example.com")]
-    email: String,
-    /// At least 8 characters, not entirely numeric, not common, not like the email.
-    password: String,
-    /// Display name; defaults to the email's local part.
-    username: Option<String>,
-}
-
-/// Body of `POST /api/auth/token/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct LoginRequest {
-    /// Login email.
-    email: String,
-    /// Password.
-    password: String,
-}
-
-/// Body of `POST /api/auth/token/refresh/` and `/api/auth/logout/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RefreshRequest {
-    /// A refresh token.
-    refresh: String,
-}
-
-/// Body of `POST /api/auth/token/verify/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct VerifyRequest {
-    /// An access or refresh token.
-    token: String,
-}
-
-/// Body of `POST /api/auth/password-reset/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PasswordResetRequest {
-    /// The account's email.
-    email: String,
-}
 
 /// Answer of `POST /api/auth/password-reset/`; the same whether or not the account exists.
 #[derive(Serialize, ToSchema)]
@@ -77,28 +34,6 @@ pub struct PasswordResetResponse {
     token: Option<String>,
 }
 
-/// Body of `POST /api/auth/password-reset/confirm/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PasswordResetConfirmRequest {
-    /// From the reset request.
-    uid: String,
-    /// From the reset request; valid for an hour and only until the password changes.
-    token: String,
-    /// The new password.
-    new_password: String,
-}
-
-/// Body of `POST /api/auth/password/change/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PasswordChangeRequest {
-    /// The current password.
-    old_password: String,
-    /// The new password.
-    new_password: String,
-}
-
 /// Answer of a password change: every earlier token is revoked, so here are new ones.
 #[derive(Serialize, ToSchema)]
 pub struct PasswordChangeResponse {
@@ -109,16 +44,6 @@ pub struct PasswordChangeResponse {
     /// A new refresh token.
     refresh: String,
 }
-
-/// Field errors: `{"field": ["message", ...]}`.
-#[derive(ToSchema)]
-#[schema(example = json!({"title": ["This field is required."]}))]
-#[allow(dead_code)]
-pub struct ValidationErrorBody(std::collections::HashMap<String, Vec<String>>);
-
-/// An empty object.
-#[derive(Serialize, ToSchema)]
-pub struct Empty {}
 
 fn password_errors(
     field: &str,
@@ -134,8 +59,8 @@ fn password_errors(
 #[utoipa::path(post, path = "/api/auth/register/", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = User),
-        (status = 400, description = "Invalid fields, or email taken", body = ValidationErrorBody),
-        (status = 415, body = ErrorDetail), (status = 429, body = ErrorDetail)))]
+        (status = 400, description = "Invalid fields, the email is taken, or the body is not JSON", body = BadRequestBody),
+        (status = 429, description = "Too many attempts from this client", body = ErrorDetail)))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -162,10 +87,10 @@ pub async fn register(
 /// Log in: trade email and password for an access and a refresh token.
 #[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, body = TokenPair),
-        (status = 400, description = "Missing fields", body = ValidationErrorBody),
+        (status = 200, description = "An access and a refresh token", body = TokenPair),
+        (status = 400, description = "Missing fields, or the body is not JSON", body = BadRequestBody),
         (status = 401, description = "Wrong credentials or inactive account", body = ErrorDetail),
-        (status = 429, body = ErrorDetail)))]
+        (status = 429, description = "Too many attempts from this client", body = ErrorDetail)))]
 pub async fn obtain_token(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -195,11 +120,7 @@ pub async fn obtain_token(
 
 fn required_token(body: &JsonObject, field: &str) -> Result<String, ApiError> {
     let mut errors = ValidationErrors::new();
-    match body.required_str(field, &mut errors) {
-        Some(token) if !token.is_empty() => Ok(token.to_owned()),
-        Some(_) => Err(ApiError::field(field, "This field may not be blank.")),
-        None => Err(errors.into()),
-    }
+    body.required_text(field, &mut errors).map(str::to_owned).ok_or_else(|| errors.into())
 }
 
 fn blacklisted() -> ApiError {
@@ -220,8 +141,8 @@ async fn consume_refresh(state: &AppState, claims: &super::tokens::Claims) -> Re
 /// Rotate a refresh token: the old one is blacklisted, a new pair is returned.
 #[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "auth", request_body = RefreshRequest,
     responses(
-        (status = 200, body = TokenPair),
-        (status = 400, body = ValidationErrorBody),
+        (status = 200, description = "A new pair; the refresh token sent is blacklisted", body = TokenPair),
+        (status = 400, description = "Missing field, or the body is not JSON", body = BadRequestBody),
         (status = 401, description = "Invalid, expired, wrong-type or blacklisted token", body = ErrorDetail)))]
 pub async fn refresh_token(
     state: web::Data<AppState>,
@@ -236,9 +157,9 @@ pub async fn refresh_token(
 /// Check a token: 200 if it is valid now, 401 otherwise.
 #[utoipa::path(post, path = "/api/auth/token/verify/", tag = "auth", request_body = VerifyRequest,
     responses(
-        (status = 200, body = Empty),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail)))]
+        (status = 200, description = "The token is valid now", body = Empty),
+        (status = 400, description = "Missing field, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "Invalid, expired or blacklisted token", body = ErrorDetail)))]
 pub async fn verify_token(
     state: web::Data<AppState>,
     body: JsonObject,
@@ -258,9 +179,9 @@ pub async fn verify_token(
 /// Log out: blacklist the refresh token.
 #[utoipa::path(post, path = "/api/auth/logout/", tag = "auth", request_body = RefreshRequest,
     responses(
-        (status = 205, description = "Logged out"),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail)))]
+        (status = 205, description = "Logged out: the refresh token is blacklisted"),
+        (status = 400, description = "Missing field, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "Invalid, expired, wrong-type or blacklisted token", body = ErrorDetail)))]
 pub async fn logout(
     state: web::Data<AppState>,
     body: JsonObject,
@@ -273,7 +194,9 @@ pub async fn logout(
 
 /// The authenticated user.
 #[utoipa::path(get, path = "/api/auth/me/", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = ErrorDetail)))]
+    responses(
+        (status = 200, description = "The authenticated user", body = User),
+        (status = 401, description = "No valid access token", body = ErrorDetail)))]
 pub async fn me(Authenticated(user): Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(user.user)
 }
@@ -294,9 +217,9 @@ fn decode_uid(uid: &str) -> Option<UserId> {
 /// debug mode it also carries `uid` and `token` for an existing account.
 #[utoipa::path(post, path = "/api/auth/password-reset/", tag = "auth", request_body = PasswordResetRequest,
     responses(
-        (status = 200, body = PasswordResetResponse),
-        (status = 400, body = ValidationErrorBody),
-        (status = 429, body = ErrorDetail)))]
+        (status = 200, description = "The same answer whether or not the account exists", body = PasswordResetResponse),
+        (status = 400, description = "Invalid email, or the body is not JSON", body = BadRequestBody),
+        (status = 429, description = "Too many attempts from this client", body = ErrorDetail)))]
 pub async fn request_password_reset(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -334,15 +257,15 @@ fn invalid_reset_token() -> ApiError {
 #[utoipa::path(post, path = "/api/auth/password-reset/confirm/", tag = "auth",
     request_body = PasswordResetConfirmRequest,
     responses(
-        (status = 200, body = ErrorDetail),
-        (status = 400, description = "Invalid uid, token or password", body = ValidationErrorBody)))]
+        (status = 200, description = "The password was reset", body = ErrorDetail),
+        (status = 400, description = "Invalid uid, token or password, or the body is not JSON", body = BadRequestBody)))]
 pub async fn confirm_password_reset(
     state: web::Data<AppState>,
     body: JsonObject,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = ValidationErrors::new();
-    let uid = body.required_str("uid", &mut errors).map(str::to_owned);
-    let token = body.required_str("token", &mut errors).map(str::to_owned);
+    let uid = body.required_text("uid", &mut errors).map(str::to_owned);
+    let token = body.required_text("token", &mut errors).map(str::to_owned);
     let new_password = body.required_str("new_password", &mut errors).map(str::to_owned);
     let (Some(uid), Some(token), Some(new_password), true) =
         (uid, token, new_password, errors.is_empty())
@@ -396,9 +319,9 @@ pub async fn confirm_password_reset(
 #[utoipa::path(post, path = "/api/auth/password/change/", tag = "auth", security(("bearer" = [])),
     request_body = PasswordChangeRequest,
     responses(
-        (status = 200, body = PasswordChangeResponse),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail)))]
+        (status = 200, description = "Changed; earlier tokens are revoked, here are new ones", body = PasswordChangeResponse),
+        (status = 400, description = "Wrong old password, weak new one, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "No valid access token", body = ErrorDetail)))]
 pub async fn change_password(
     state: web::Data<AppState>,
     Authenticated(user): Authenticated,

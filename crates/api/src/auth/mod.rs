@@ -11,7 +11,10 @@ mod tokens;
 pub use accounts::NewAccount;
 pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
 pub(crate) use extractor::{authenticate_as, check_user};
-pub use passwords::PasswordHasher;
+pub use passwords::{
+    PasswordHasher, hash_blocking as hash_password_blocking,
+    verify_blocking as verify_password_blocking,
+};
 pub use throttle::Throttle;
 pub(crate) use tokens::random_id;
 pub use tokens::{Claims, TokenError, TokenPair, TokenService, TokenType};

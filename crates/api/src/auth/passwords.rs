@@ -1,9 +1,12 @@
 //! bcrypt hashing, always run on the blocking pool: a hash costs tens to hundreds of
-//! milliseconds of CPU by design.
+//! milliseconds of CPU by design. As Django's `BCryptSHA256PasswordHasher`, the password goes
+//! through SHA-256 first, so bcrypt's 72-byte limit never silently truncates a long password
+//! (stored as `bcrypt_sha256$<bcrypt hash>`); plain bcrypt hashes stored before still verify.
 
 use std::sync::{Arc, OnceLock};
 
 use newspaper_domain::Password;
+use sha2::{Digest, Sha256};
 
 use crate::ApiError;
 
@@ -31,10 +34,7 @@ impl PasswordHasher {
     /// Hashes a validated password.
     pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
         let cost = self.cost;
-        blocking(move || {
-            bcrypt::hash(password.expose(), cost).map_err(|e| ApiError::Internal(e.to_string()))
-        })
-        .await
+        blocking(move || hash_blocking(password.expose(), cost)).await
     }
 
     /// Whether `raw` matches `hash`; with no hash (unknown account), spends the same time and
@@ -47,15 +47,38 @@ impl PasswordHasher {
                 None => (this.decoy(), false),
             };
             // An error means a malformed hash or an over-long input: either way, no match.
-            Ok(bcrypt::verify(&raw, target).unwrap_or(false) && real)
+            Ok(verify_blocking(&raw, target) && real)
         })
         .await
     }
 
     fn decoy(&self) -> &str {
         self.decoy.get_or_init(|| {
-            bcrypt::hash("decoy password, never matches", self.cost).unwrap_or_default()
+            hash_blocking("decoy password, never matches", self.cost).unwrap_or_default()
         })
+    }
+}
+
+/// The marker of hashes made through SHA-256.
+const SHA256_PREFIX: &str = "bcrypt_sha256$";
+
+/// The password as bcrypt sees it: the hex SHA-256 of its UTF-8 bytes (64 ASCII bytes).
+fn prehashed(raw: &str) -> String {
+    Sha256::digest(raw.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `bcrypt_sha256$` hash of `raw` at `cost`. Blocking; the CLI calls it directly.
+pub fn hash_blocking(raw: &str, cost: u32) -> Result<String, ApiError> {
+    bcrypt::hash(prehashed(raw), cost)
+        .map(|hash| format!("{SHA256_PREFIX}{hash}"))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Whether `raw` matches `hash` (either form). Blocking.
+pub fn verify_blocking(raw: &str, hash: &str) -> bool {
+    match hash.strip_prefix(SHA256_PREFIX) {
+        Some(bcrypt_hash) => bcrypt::verify(prehashed(raw), bcrypt_hash).unwrap_or(false),
+        None => bcrypt::verify(raw, hash).unwrap_or(false),
     }
 }
 
@@ -73,10 +96,25 @@ mod tests {
     async fn hashes_verify_and_unknown_accounts_never_match() {
         let hasher = PasswordHasher::new(4);
         let hash = hasher.hash(Password::parse("correct horse", None).unwrap()).await.unwrap();
-        assert!(hash.starts_with("$2"));
+        assert!(hash.starts_with("bcrypt_sha256$$2"));
         assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
         assert!(!hasher.verify("wrong horse".into(), Some(hash)).await.unwrap());
         assert!(!hasher.verify("decoy password, never matches".into(), None).await.unwrap());
         assert!(!hasher.verify("x".repeat(100), Some("not a hash".into())).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn long_passwords_are_never_truncated_and_old_hashes_still_verify() {
+        let hasher = PasswordHasher::new(4);
+        let long = "é".repeat(100);
+        let hash = hasher.hash(Password::parse(&long, None).unwrap()).await.unwrap();
+        assert!(hasher.verify(long.clone(), Some(hash.clone())).await.unwrap());
+        // The same first 72 bytes, a different password: plain bcrypt would accept it.
+        let mut other = long.clone();
+        other.push('x');
+        assert!(!hasher.verify(other, Some(hash)).await.unwrap());
+        let legacy = bcrypt::hash("correct horse", 4).unwrap();
+        assert!(hasher.verify("correct horse".into(), Some(legacy.clone())).await.unwrap());
+        assert!(!hasher.verify("wrong horse".into(), Some(legacy)).await.unwrap());
     }
 }

@@ -7,13 +7,13 @@ use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
 use newspaper_persistence::{DbConnection, OutboxRepository, PostRepository};
 
-use super::input::{PostInput, PostWrite};
-use super::list::{ListPostsParams, ListRequest, PageNumber, PostPage};
+use super::input::PostInput;
+use super::list::{ListRequest, PageNumber, PostPage};
 use crate::ApiError;
-use crate::auth::handlers::ValidationErrorBody;
 use crate::auth::{Authenticated, MaybeAuthenticated};
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
+use crate::openapi::{BadRequestBody, ListPostsParams, PostPatch, PostWrite, ValidationErrorBody};
 use crate::state::AppState;
 
 /// Whether `viewer` may change `post`: 404 if they cannot see it, 403 if they may not change it.
@@ -56,11 +56,12 @@ fn base_url(req: &HttpRequest) -> String {
 #[utoipa::path(get, path = "/api/posts/", tag = "posts", params(ListPostsParams),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, body = PostPage, headers(("X-Feed-Seq" = i64,
+        (status = 200, description = "A page of the posts the caller may see", body = PostPage,
+            headers(("X-Feed-Seq" = i64,
             description = "The feed position this page was read at: open /ws/blog/?since= it to stream exactly the changes after it"))),
-        (status = 400, description = "Invalid filter", body = ValidationErrorBody),
+        (status = 400, description = "An invalid filter or page size", body = ValidationErrorBody),
         (status = 401, description = "A token was sent and is invalid", body = ErrorDetail),
-        (status = 404, description = "Invalid page", body = ErrorDetail)))]
+        (status = 404, description = "No such page (\"Invalid page.\")", body = ErrorDetail)))]
 pub async fn list_posts(
     state: web::Data<AppState>,
     auth: MaybeAuthenticated,
@@ -110,11 +111,10 @@ pub async fn list_posts(
 #[utoipa::path(post, path = "/api/posts/", tag = "posts", request_body = PostWrite,
     security(("bearer" = [])),
     responses(
-        (status = 201, body = Post),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail),
-        (status = 413, body = ErrorDetail),
-        (status = 415, body = ErrorDetail)))]
+        (status = 201, description = "Created; `Location` is its URL", body = Post,
+            headers(("Location" = String, description = "The new post's URL"))),
+        (status = 400, description = "Invalid fields, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "No valid access token", body = ErrorDetail)))]
 pub async fn create_post(
     state: web::Data<AppState>,
     Authenticated(user): Authenticated,
@@ -139,10 +139,10 @@ pub async fn create_post(
     params(("id" = i64, Path, description = "Post id")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, body = Post, headers(("X-Feed-Seq" = i64,
+        (status = 200, description = "The post", body = Post, headers(("X-Feed-Seq" = i64,
             description = "The feed position this post was read at"))),
-        (status = 401, body = ErrorDetail),
-        (status = 404, body = ErrorDetail)))]
+        (status = 401, description = "A token was sent and is invalid", body = ErrorDetail),
+        (status = 404, description = "No such post, or a draft the caller may not see", body = ErrorDetail)))]
 pub async fn retrieve_post(
     state: web::Data<AppState>,
     auth: MaybeAuthenticated,
@@ -190,13 +190,11 @@ async fn update(
     params(("id" = i64, Path, description = "Post id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Post),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail),
-        (status = 404, body = ErrorDetail),
-        (status = 413, body = ErrorDetail),
-        (status = 415, body = ErrorDetail)))]
+        (status = 200, description = "The post as changed", body = Post),
+        (status = 400, description = "Invalid fields, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "No valid access token", body = ErrorDetail),
+        (status = 403, description = "Neither the author nor staff", body = ErrorDetail),
+        (status = 404, description = "No such post, or a draft the caller may not see", body = ErrorDetail)))]
 pub async fn update_post(
     state: web::Data<AppState>,
     Authenticated(user): Authenticated,
@@ -208,17 +206,16 @@ pub async fn update_post(
 }
 
 /// Change some of a post's fields.
-#[utoipa::path(patch, path = "/api/posts/{id}/", tag = "posts", request_body = PostWrite,
+#[utoipa::path(patch, path = "/api/posts/{id}/", tag = "posts",
+    request_body(content = Option<PostPatch>, description = "The fields to change (an empty body changes none)"),
     params(("id" = i64, Path, description = "Post id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Post),
-        (status = 400, body = ValidationErrorBody),
-        (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail),
-        (status = 404, body = ErrorDetail),
-        (status = 413, body = ErrorDetail),
-        (status = 415, body = ErrorDetail)))]
+        (status = 200, description = "The post as changed", body = Post),
+        (status = 400, description = "Invalid fields, or the body is not JSON", body = BadRequestBody),
+        (status = 401, description = "No valid access token", body = ErrorDetail),
+        (status = 403, description = "Neither the author nor staff", body = ErrorDetail),
+        (status = 404, description = "No such post, or a draft the caller may not see", body = ErrorDetail)))]
 pub async fn partial_update_post(
     state: web::Data<AppState>,
     Authenticated(user): Authenticated,
@@ -235,9 +232,9 @@ pub async fn partial_update_post(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail),
-        (status = 404, body = ErrorDetail)))]
+        (status = 401, description = "No valid access token", body = ErrorDetail),
+        (status = 403, description = "Neither the author nor staff", body = ErrorDetail),
+        (status = 404, description = "No such post, or a draft the caller may not see", body = ErrorDetail)))]
 pub async fn destroy_post(
     state: web::Data<AppState>,
     Authenticated(user): Authenticated,

@@ -3,24 +3,8 @@
 
 use newspaper_domain::{PostStatus, PostTitle, ValidationErrors, parse_content};
 use newspaper_persistence::{NewPost, PostChanges};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::json_body::JsonObject;
-
-/// Body of create, update and partial update. `id`, `author` and the timestamps are
-/// read-only and ignored if sent; so is any unknown field.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct PostWrite {
-    /// Required on create and PUT; 1 to 200 characters after trimming.
-    #[schema(example = "Hello, world")]
-    title: Option<String>,
-    /// Any text; may be empty.
-    content: Option<String>,
-    /// `draft` (default) or `published`.
-    status: Option<PostStatus>,
-}
 
 /// The validated fields of a post body.
 #[derive(Debug, Clone)]

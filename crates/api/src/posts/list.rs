@@ -5,7 +5,7 @@ use newspaper_domain::{Post, PostOrdering, PostStatus, UserId, ValidationErrors,
 use newspaper_persistence::PostQuery;
 use serde::Serialize;
 use url::Url;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::ApiError;
 
@@ -15,27 +15,6 @@ pub const DEFAULT_PAGE_SIZE: u64 = 10;
 pub const MAX_PAGE_SIZE: u64 = 100;
 /// The longest `search` term accepted: longer ones cost more and find nothing more.
 pub const MAX_SEARCH_CHARS: usize = 100;
-
-/// Query parameters of `GET /api/posts/` (for the OpenAPI document).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ListPostsParams {
-    /// Page number from 1, or `last`.
-    page: Option<String>,
-    /// Rows per page, 1 to 100 (default 10).
-    page_size: Option<u64>,
-    /// Only `draft` or only `published` posts.
-    status: Option<PostStatus>,
-    /// Only posts by this user id.
-    author: Option<i64>,
-    /// Case-insensitive text in the title or content, at most 100 characters.
-    #[param(max_length = 100)]
-    search: Option<String>,
-    /// `created_at`, `updated_at` or `title`, `-` for descending, comma-separated
-    /// (default `-created_at`).
-    ordering: Option<String>,
-}
 
 /// A page of posts.
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,20 +58,34 @@ impl ListRequest {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query_string)
             .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}.")))?;
         let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        let page = match get("page").map(str::trim) {
-            None | Some("") => PageNumber::Number(1),
+        let page = match get("page") {
+            None => PageNumber::Number(1),
             Some("last") => PageNumber::Last,
             Some(raw) => match raw.parse::<u64>() {
-                Ok(n) if n >= 1 => PageNumber::Number(n),
+                Ok(n) if n >= 1 && !raw.starts_with('+') => PageNumber::Number(n),
                 _ => return Err(invalid_page()),
             },
         };
-        let page_size = get("page_size")
-            .and_then(|raw| raw.trim().parse::<u64>().ok())
-            .filter(|n| *n >= 1)
-            .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
         let mut errors = ValidationErrors::new();
-        let status = match get("status").map(str::trim).filter(|s| !s.is_empty()) {
+        // Stricter than DRF, which ignores a page size it cannot read: the document says what
+        // a page size is, and the server holds to it. Larger than the maximum is clamped.
+        let page_size = match get("page_size") {
+            None => DEFAULT_PAGE_SIZE,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 1 && !raw.starts_with('+') => {
+                    u64::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE)
+                }
+                Ok(_) => {
+                    errors.add("page_size", "Ensure this value is greater than or equal to 1.");
+                    DEFAULT_PAGE_SIZE
+                }
+                Err(_) => {
+                    errors.add("page_size", "A valid integer is required.");
+                    DEFAULT_PAGE_SIZE
+                }
+            },
+        };
+        let status = match get("status") {
             None => None,
             Some(raw) => match raw.parse::<PostStatus>() {
                 Ok(status) => Some(status),
@@ -107,8 +100,12 @@ impl ListRequest {
                 }
             },
         };
-        let author = match get("author").map(str::trim).filter(|s| !s.is_empty()) {
+        let author = match get("author") {
             None => None,
+            Some(raw) if raw.starts_with('+') => {
+                errors.add("author", "Enter a number.");
+                None
+            }
             Some(raw) => match raw.parse::<i64>() {
                 Ok(id) => Some(UserId(id)),
                 Err(_) => {
@@ -202,14 +199,32 @@ mod tests {
         assert_eq!(req.query.search.as_deref(), Some("hi"));
         assert_eq!(req.query.ordering.len(), 1);
         assert_eq!(req.query_for_page(3).offset, 200);
-        assert_eq!(ListRequest::parse("page_size=abc").unwrap().page_size, 10);
         assert_eq!(ListRequest::parse("page=last").unwrap().page, PageNumber::Last);
+        assert_eq!(ListRequest::parse("page_size=9223372036854775807").unwrap().page_size, 100);
+        assert_eq!(ListRequest::parse("search=&ordering=").unwrap().query.search, None);
     }
 
     #[test]
     fn bad_pages_are_404_and_bad_filters_400() {
-        assert!(matches!(ListRequest::parse("page=0"), Err(ApiError::NotFound(_))));
-        assert!(matches!(ListRequest::parse("page=x"), Err(ApiError::NotFound(_))));
+        for page in ["page=0", "page=x", "page=", "page=+2", "page=%201"] {
+            assert!(matches!(ListRequest::parse(page), Err(ApiError::NotFound(_))), "{page}");
+        }
+        for (query, field) in [
+            ("page_size=abc", "page_size"),
+            ("page_size=0", "page_size"),
+            ("page_size=", "page_size"),
+            ("page_size=9223372036854775808", "page_size"),
+            ("author=", "author"),
+            ("author=+1", "author"),
+            ("status=", "status"),
+        ] {
+            match ListRequest::parse(query) {
+                Err(ApiError::Validation(errors)) => {
+                    assert!(errors.fields().contains_key(field), "{query}")
+                }
+                other => panic!("{query}: {other:?}"),
+            }
+        }
         match ListRequest::parse("status=live&author=me") {
             Err(ApiError::Validation(errors)) => {
                 assert_eq!(

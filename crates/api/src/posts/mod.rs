@@ -6,5 +6,4 @@ mod input;
 mod list;
 
 pub use cache::ListCache;
-pub use input::PostWrite;
-pub use list::{DEFAULT_PAGE_SIZE, ListPostsParams, MAX_PAGE_SIZE, PostPage};
+pub use list::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEARCH_CHARS, PostPage};

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use newspaper_domain::{Change, Seq, now};
 use newspaper_events::{ChannelLayer, GroupName, LayerError};
-use newspaper_persistence::{Database, OutboxRepository, RefreshTokenRepository};
+use newspaper_persistence::{Database, OutboxRepository, PersistenceError, RefreshTokenRepository};
 
 use super::envelope::{BLOG_FEED_GROUP, FeedEnvelope, LayerMessage, post_group, user_group};
 use super::{OUTBOX_WAKE_GROUP, Realtime};
-use crate::ApiError;
 use crate::settings::RealtimeSettings;
 
 /// Events read and published per round, at most; see [`Dispatcher::batch`].
@@ -24,6 +23,17 @@ const BACKLOG_PAUSE: Duration = Duration::from_millis(5);
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// How often old history and expired blacklist entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a dispatcher round failed (it is retried with backoff either way).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The outbox could not be read or the cursor written.
+    #[error("database: {0}")]
+    Database(#[from] PersistenceError),
+    /// The channel layer refused an event.
+    #[error("channel layer: {0}")]
+    Layer(#[from] LayerError),
+}
 
 /// Who may publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +111,13 @@ impl Dispatcher {
                 break;
             }
             let round = self.round(&mut state).await;
+            let reached = !matches!(
+                &round,
+                Err(DispatchError::Database(
+                    PersistenceError::Unavailable(_) | PersistenceError::TimedOut
+                ))
+            );
+            self.realtime.metrics().database_up.set(i64::from(reached));
             let pause = match round {
                 Ok(published) if published >= self.batch() as usize => BACKLOG_PAUSE,
                 Ok(_) => {
@@ -183,7 +200,7 @@ impl Dispatcher {
     }
 
     /// One round: keep or take the lease, publish one batch, prune now and then.
-    async fn round(&self, state: &mut State) -> Result<usize, ApiError> {
+    async fn round(&self, state: &mut State) -> Result<usize, DispatchError> {
         if let DispatchMode::Leased { instance } = &self.mode {
             let due =
                 state.lease_renewed.is_none_or(|t| t.elapsed() >= self.settings.dispatch_lease / 3);
@@ -217,16 +234,28 @@ impl Dispatcher {
         Ok(published)
     }
 
-    async fn publish_batch(&self, state: &mut State) -> Result<usize, ApiError> {
+    async fn publish_batch(&self, state: &mut State) -> Result<usize, DispatchError> {
         let after = match state.cursor {
             Some(seq) => seq,
             None => self.db.read(OutboxRepository::state).await?.published,
         };
         state.cursor = Some(after);
         let batch = self.batch();
-        let events =
-            self.db.read(move |conn| OutboxRepository::list_after(conn, after, batch)).await?;
+        let (events, head) = self
+            .db
+            .read(move |conn| {
+                let events = OutboxRepository::list_after(conn, after, batch)?;
+                Ok::<_, newspaper_persistence::PersistenceError>((
+                    events,
+                    OutboxRepository::latest_seq(conn)?,
+                ))
+            })
+            .await?;
+        let metrics = self.realtime.metrics();
         if events.is_empty() {
+            metrics.outbox_backlog.set(head.0.saturating_sub(after.0).max(0));
+            // Caught up: nothing committed is waiting, so nothing is late.
+            metrics.dispatcher_lag.set(0.0);
             // Idle: a good moment to write back whatever was published since the last time.
             self.persist(state).await?;
             return Ok(0);
@@ -246,6 +275,12 @@ impl Dispatcher {
             }
             state.cursor = Some(event.seq);
             state.prev_post = Some(prev);
+            metrics.events_published.inc();
+        }
+        if let Some(last) = events.last() {
+            let lag = (now() - last.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics.dispatcher_lag.set(lag);
+            metrics.outbox_backlog.set(head.0.saturating_sub(last.seq.0).max(0));
         }
         if state.persisted.is_none_or(|(_, at)| at.elapsed() >= PERSIST_EVERY) {
             self.persist(state).await?;
@@ -254,7 +289,7 @@ impl Dispatcher {
     }
 
     /// Writes the cursor back (if it moved), while this instance still leads.
-    async fn persist(&self, state: &mut State) -> Result<(), ApiError> {
+    async fn persist(&self, state: &mut State) -> Result<(), DispatchError> {
         let Some(cursor) = state.cursor else { return Ok(()) };
         if state.persisted.is_some_and(|(seq, _)| seq == cursor) {
             return Ok(());
@@ -278,7 +313,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn prune(&self) -> Result<(), ApiError> {
+    async fn prune(&self) -> Result<(), DispatchError> {
         let retention =
             chrono::Duration::from_std(self.settings.history_retention).unwrap_or_default();
         let keep = self.settings.history_min_events;
@@ -288,7 +323,7 @@ impl Dispatcher {
                 let t = now();
                 let events = OutboxRepository::prune(conn, t - retention, keep)?;
                 let tokens = RefreshTokenRepository::prune_expired(conn, t)?;
-                Ok::<_, ApiError>((events, tokens))
+                Ok::<_, PersistenceError>((events, tokens))
             })
             .await?;
         if events + tokens > 0 {

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, watch};
 
+use crate::metrics::Metrics;
+
 pub(crate) use dispatcher::forward_remote_wakes;
-pub use dispatcher::{DispatchMode, Dispatcher};
+pub use dispatcher::{DispatchError, DispatchMode, Dispatcher};
 pub(crate) use endpoint::blog_feed_socket;
 pub use envelope::{BLOG_FEED_GROUP, FeedEnvelope, LayerMessage, post_group, user_group};
 pub use origin::origin_allowed;
@@ -53,6 +55,7 @@ struct Inner {
     /// Replays (outbox reads for `since`, gaps, rejoins) running at once, at most: replaying
     /// clients cannot take every database connection from API requests.
     replays: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 /// Limits of the live feed held by [`Realtime`].
@@ -93,8 +96,14 @@ impl Realtime {
                 streams_per_client: Mutex::new(HashMap::new()),
                 max_streams_per_client: limits.max_streams_per_client,
                 replays: Semaphore::new(limits.concurrent_replays.max(1)),
+                metrics: Arc::new(Metrics::new()),
             }),
         }
+    }
+
+    /// This instance's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Counts a new stream of `client` against its limit; `None` when it has too many open.

@@ -28,7 +28,9 @@ pub struct RealtimeStats {
 /// Connection and group counts of the live feed.
 #[utoipa::path(get, path = "/api/realtime/stats/", tag = "realtime",
     security((), ("bearer" = [])),
-    responses((status = 200, body = RealtimeStats), (status = 401, body = ErrorDetail)))]
+    responses(
+        (status = 200, description = "Connections on this instance and group sizes", body = RealtimeStats),
+        (status = 401, description = "A token was sent and is invalid", body = ErrorDetail)))]
 pub async fn realtime_stats(
     state: web::Data<AppState>,
     auth: MaybeAuthenticated,

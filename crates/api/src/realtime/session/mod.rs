@@ -64,6 +64,9 @@ pub(crate) async fn open_stream(
     slot: super::ClientSlot,
 ) {
     let counted = (state.realtime.connection_opened(), slot);
+    let metrics = state.realtime.metrics();
+    metrics.streams_opened.inc();
+    metrics.streams_open.inc();
     // Rare, large futures are boxed: what stays inline is what every idle connection keeps for
     // its whole life, so its size is memory per connection.
     match Box::pin(open(&state, params, ws)).await {
@@ -88,14 +91,31 @@ async fn serve(
         Ok(()) => session.event_loop(&mut stream).await,
         Err(exit) => exit,
     };
+    // The session's channel goes with it, leaving every group before the recount.
+    let metrics = session.state.realtime.metrics();
+    if session.position.in_feed() {
+        metrics.left("blog_feed");
+    }
+    for _ in &session.subscriptions {
+        metrics.left("post");
+    }
+    if session.credentials.is_some() {
+        metrics.left("user");
+    }
     let FeedSession { state, ws, .. } = session;
-    // The session's channel was dropped with it, leaving every group before the recount.
     finish(&state, exit, ws);
 }
 
 /// Says goodbye with the exit's close code.
 fn finish(state: &AppState, exit: Exit, ws: Session) {
     state.realtime.nudge_presence();
+    let metrics = state.realtime.metrics();
+    metrics.streams_open.dec();
+    let code = match &exit {
+        Exit::Close(code, _) => u16::from(*code).to_string(),
+        Exit::Gone => "gone".to_owned(),
+    };
+    metrics.streams_closed.with_label_values(&[&code]).inc();
     if let Exit::Close(code, reason) = exit {
         // The outgoing queue may be full (a client that stopped reading); never wait long.
         actix_web::rt::spawn(async move {
@@ -154,6 +174,8 @@ async fn open(
             return Err((Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"), ws));
         }
     };
+    // Counted as joined now, and as left when the stream ends, whichever way it ends.
+    let memberships = Memberships::new(state, user.is_some());
     let presence_epoch = state.realtime.next_presence_epoch();
     let read = state
         .db
@@ -194,6 +216,7 @@ async fn open(
     state.realtime.nudge_presence();
     let settings = &state.settings.realtime;
     let rate = f64::from(settings.client_messages_per_second.max(1));
+    memberships.keep();
     let session = FeedSession {
         state: state.clone(),
         ws,
@@ -211,6 +234,42 @@ async fn open(
         ),
     };
     Ok((session, start))
+}
+
+/// The groups a stream joined during its handshake, counted as left if the handshake fails
+/// after all (the stream's channel, dropped with it, leaves them).
+struct Memberships<'a> {
+    state: &'a AppState,
+    user: bool,
+    kept: bool,
+}
+
+impl<'a> Memberships<'a> {
+    fn new(state: &'a AppState, user: bool) -> Self {
+        let metrics = state.realtime.metrics();
+        metrics.joined("blog_feed");
+        if user {
+            metrics.joined("user");
+        }
+        Self { state, user, kept: false }
+    }
+
+    /// The stream goes on: its session counts the leaves when it ends.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Memberships<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            let metrics = self.state.realtime.metrics();
+            metrics.left("blog_feed");
+            if self.user {
+                metrics.left("user");
+            }
+        }
+    }
 }
 
 struct FeedSession {
@@ -355,6 +414,7 @@ impl FeedSession {
                 tracing::warn!(error = %err, "could not join the user's group");
                 return self.send_error("Could not authenticate right now; retry.").await;
             }
+            self.state.realtime.metrics().joined("user");
         }
         match crate::auth::authenticate_as(&self.state, token, &[TokenType::Access]).await {
             Ok((user, claims)) => {
@@ -369,6 +429,7 @@ impl FeedSession {
             Err(err) => {
                 if let (true, Some(group)) = (new_login, &group) {
                     let _ = self.state.layer.group_discard(group, self.receiver.name()).await;
+                    self.state.realtime.metrics().left("user");
                 }
                 self.send_error(&err.to_string()).await
             }
@@ -428,6 +489,7 @@ impl FeedSession {
         };
         self.position.advance(envelope.seq, frame.is_some());
         let Some(text) = frame else { return Ok(()) };
+        self.state.realtime.metrics().events_delivered.with_label_values(&["live"]).inc();
         // Boxed: what a connection keeps while idle is the largest state its task can be in,
         // and a send in progress would otherwise be that state, for every idle connection.
         Box::pin(self.send_text(text)).await

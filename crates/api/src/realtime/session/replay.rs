@@ -22,6 +22,7 @@ impl FeedSession {
     ) -> Result<(), Exit> {
         let until = before.unwrap_or(Seq(i64::MAX));
         let mut from = after;
+        self.state.realtime.metrics().replays.inc();
         loop {
             let events: Vec<StoredEvent> = {
                 // A bounded number of replays read at once; the rest wait their turn.
@@ -51,6 +52,8 @@ impl FeedSession {
                                     Exit::close(actix_ws::CloseCode::Error, e.to_string())
                                 })?;
                                 self.send_text(text.into()).await?;
+                                let metrics = self.state.realtime.metrics();
+                                metrics.events_delivered.with_label_values(&["replay"]).inc();
                                 true
                             }
                             None => false,

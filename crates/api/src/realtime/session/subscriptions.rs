@@ -62,6 +62,7 @@ impl FeedSession {
                 tracing::warn!(error = %err, "could not join a post group");
                 return self.send_error("Could not subscribe right now; retry.").await;
             }
+            self.state.realtime.metrics().joined("post");
             self.subscriptions.insert(id);
         }
         self.send_frame(&ServerFrame::Subscribed { group }).await
@@ -78,6 +79,7 @@ impl FeedSession {
                 tracing::warn!(error = %err, "could not rejoin the feed");
                 return self.send_error("The feed is temporarily unavailable; retry.").await;
             }
+            self.state.realtime.metrics().joined("blog_feed");
             self.presence_epoch = self.state.realtime.next_presence_epoch();
             self.state.realtime.nudge_presence();
             // Joined first, so nothing published from here on is missed; what is both in the
@@ -105,6 +107,7 @@ impl FeedSession {
                     let _ = self.state.layer.group_discard(&feed, self.receiver.name()).await;
                 }
                 self.position.leave();
+                self.state.realtime.metrics().left("blog_feed");
                 self.state.realtime.nudge_presence();
             }
         } else if let Some(id) = parse_post_group(group) {
@@ -112,6 +115,7 @@ impl FeedSession {
                 if let Ok(name) = GroupName::new(group) {
                     let _ = self.state.layer.group_discard(&name, self.receiver.name()).await;
                 }
+                self.state.realtime.metrics().left("post");
             }
         } else {
             return self.send_error(&format!("Unknown group {:?}.", truncate(group))).await;

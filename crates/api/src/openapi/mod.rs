@@ -1,27 +1,23 @@
 //! The OpenAPI 3 document (utoipa) at /api/schema/, and the interactive docs at /api/docs/,
 //! served entirely from this binary (Swagger UI vendored at build time from the crate registry).
 
+mod bodies;
+mod rules;
+
 use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+pub use bodies::{
+    BadRequestBody, Empty, ListPostsParams, LoginRequest, PasswordChangeRequest,
+    PasswordResetConfirmRequest, PasswordResetRequest, PostPatch, PostWrite, RefreshRequest,
+    RegisterRequest, ValidationErrorBody, VerifyRequest,
+};
+use rules::{BearerScheme, CommonResponses, ValidationRules};
+use utoipa::OpenApi;
 
 use crate::ApiError;
 use crate::{auth, posts, realtime};
-
-struct BearerScheme;
-
-impl Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".to_owned());
-        http.description = Some("Access token from POST /api/auth/token/".to_owned());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}
 
 /// The API description.
 #[derive(OpenApi)]
@@ -29,7 +25,8 @@ impl Modify for BearerScheme {
     info(
         title = "newspaper",
         description = "Real-time publishing: accounts with JWT, posts with DRF semantics, and a \
-                       WebSocket feed of every change (see docs/websocket.md).",
+                       WebSocket feed of every change at `/ws/blog/` (a WebSocket, which \
+                       OpenAPI cannot describe: see docs/websocket.md).",
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
@@ -49,15 +46,15 @@ impl Modify for BearerScheme {
         posts::handlers::partial_update_post,
         posts::handlers::destroy_post,
         realtime::stats::realtime_stats,
-        realtime::endpoint::blog_feed_socket,
         crate::health::health,
         schema,
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ValidationRules, &CommonResponses),
+    components(schemas(BadRequestBody, ValidationErrorBody)),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "posts", description = "Posts"),
-        (name = "realtime", description = "The live feed"),
+        (name = "realtime", description = "The live feed's statistics"),
         (name = "meta", description = "This document and the instance's health"),
     )
 )]
@@ -76,8 +73,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 /// The OpenAPI document (JSON; `?format=json` accepted).
 #[utoipa::path(get, path = "/api/schema/", tag = "meta",
     params(("format" = Option<String>, Query, description = "Only `json`")),
-    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
-              (status = 404, body = crate::error::ErrorDetail)))]
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/vnd.oai.openapi+json"),
+              (status = 404, description = "A format other than JSON was asked for", body = crate::error::ErrorDetail)))]
 pub async fn schema(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
