@@ -8,10 +8,12 @@ run:
 test:
     cargo test --workspace
 
-# Lints exactly as CI runs them.
+# Lints exactly as CI runs them (cargo-machete: `cargo install --locked cargo-machete`).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+    cargo machete
 
 # Format the code.
 fmt:
@@ -19,7 +21,12 @@ fmt:
 
 # Headless-browser tests of the demo page (need Debian's chromium and firefox-esr).
 e2e:
-    NEWSPAPER_REQUIRE_BROWSER=1 cargo test -p newspaper-tests --test browser --test firefox -- --nocapture
+    cargo build --workspace --examples
+    NEWSPAPER_REQUIRE_SERVICES=1 cargo test -p newspaper-tests --test browser --test firefox -- --nocapture
+
+# The OpenAPI contract: openapi-spec-validator and schemathesis against the release server.
+contract:
+    .ci/contract
 
 # Benchmarks of docs/benchmarks.md (release build, fresh server per scenario).
 bench *scenarios:

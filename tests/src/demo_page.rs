@@ -3,17 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::skip_unless_required;
+
 /// Whether the browser at `path` is installed; without it a test skips and says why, unless
-/// NEWSPAPER_REQUIRE_BROWSER is set (as in CI), where a missing browser fails the test.
+/// NEWSPAPER_REQUIRE_SERVICES is set (as in CI), where a missing browser fails the test.
 pub fn browser_available(path: &str, debian_package: &str) -> bool {
     if Path::new(path).exists() {
         return true;
     }
-    assert!(
-        std::env::var_os("NEWSPAPER_REQUIRE_BROWSER").is_none(),
-        "NEWSPAPER_REQUIRE_BROWSER is set but {path} is missing (apt-get install {debian_package})"
-    );
-    eprintln!("skipped: {path} not found; install Debian's {debian_package} package to run it");
+    skip_unless_required(&format!(
+        "{path} is not installed (Debian's {debian_package} package), so the browser test does not run"
+    ));
     false
 }
 

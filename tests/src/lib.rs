@@ -14,9 +14,22 @@ use std::time::Duration;
 pub use demo_page::{artifacts_dir, browser_available, log_has_js, post_item_js};
 pub use faults::{Fault, FaultyProxy};
 use newspaper_api::{Application, ApplicationHandle, Settings};
-pub use newspaper_persistence::testing::{POSTGRES_URL_VAR, TestDatabase};
+pub use newspaper_persistence::testing::{
+    POSTGRES_URL_VAR, REQUIRE_SERVICES_VAR, TestDatabase, service_url, skip_unless_required,
+};
+
+/// The variable that points tests at a Redis server (they use their own key namespace).
+pub const REDIS_URL_VAR: &str = "NEWSPAPER_TEST_REDIS_URL";
+
+/// The Redis URL from [`REDIS_URL_VAR`], or `None` after saying `what` does not run (a failure
+/// instead when NEWSPAPER_REQUIRE_SERVICES is set).
+pub fn redis_url(what: &str) -> Option<String> {
+    service_url(REDIS_URL_VAR, what)
+}
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
-pub use process::{PrometheusServer, RedisServer, ServerProcess, free_port};
+pub use process::{
+    ExampleProcess, PrometheusServer, RedisServer, ServerProcess, example_binary, free_port,
+};
 use reqwest::{Method, StatusCode};
 pub use scrape::{Sample, Scrape};
 use serde_json::{Value, json};
@@ -321,6 +334,28 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// The `exp` claim of a JWT (seconds since the epoch), read without checking the signature.
+pub fn token_expiry(token: &str) -> i64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap_or_else(|e| panic!("JWT payload: {e}"));
+    let claims: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    claims["exp"].as_i64().unwrap_or_else(|| panic!("no exp in {claims}"))
+}
+
+/// Waits until the clock is past `token`'s expiry: the condition the server checks (in whole
+/// seconds, with no leeway), so the token is refused from then on.
+pub async fn wait_until_expired(token: &str) {
+    let expired_at = std::time::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(token_expiry(token)).unwrap_or_default() + 1);
+    while std::time::SystemTime::now() < expired_at {
+        let left = expired_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(left).await;
     }
 }
 

@@ -101,6 +101,43 @@ impl Drop for RedisServer {
     }
 }
 
+/// The lines a child process writes to `pipe`, as they come (echoed to the test's stderr with
+/// `echo` as a prefix when TEST_LOG is set).
+fn lines_of(
+    pipe: impl std::io::Read + Send + 'static,
+    echo: Option<&'static str>,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(prefix) = echo.filter(|_| std::env::var_os("TEST_LOG").is_some()) {
+                eprintln!("{prefix} {line}");
+            }
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first value `pick` finds in the lines, waiting up to 30 s for it (startup takes time).
+fn first_line<T>(
+    lines: &mpsc::Receiver<String>,
+    what: &str,
+    pick: impl Fn(&str) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("never saw {what}"));
+        if let Some(value) = pick(&line) {
+            return value;
+        }
+    }
+}
+
 /// The port in the server's "listening" line, in the text or the JSON log format.
 fn listening_port(line: &str) -> Option<u16> {
     if let Ok(serde_json::Value::Object(entry)) = serde_json::from_str(line) {
@@ -113,6 +150,59 @@ fn listening_port(line: &str) -> Option<u16> {
         return None;
     }
     line.split(" port=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// The executable of the workspace example `name`, as `cargo test --workspace` (or
+/// `cargo build --examples`) built it next to this test's own executable.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let test = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let profile = test.parent().and_then(Path::parent).unwrap_or_else(|| panic!("{test:?}"));
+    let binary = profile.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test --workspace` (which builds every example) or \
+         `cargo build --workspace --examples` first",
+        binary.display()
+    );
+    binary
+}
+
+/// A running example that serves: it prints `... listening on ADDR` on stdout when ready.
+pub struct ExampleProcess {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    child: Child,
+}
+
+impl ExampleProcess {
+    /// Runs example `name` with `args` and waits until it says where it listens.
+    pub fn start(name: &str, args: &[&str]) -> ExampleProcess {
+        let mut child = Command::new(example_binary(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("example {name}: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let lines = lines_of(stdout, None);
+        let address = first_line(&lines, &format!("example {name}'s address"), |line| {
+            let address = line.split("listening on ").nth(1)?;
+            Some(address.trim().parse().unwrap_or_else(|e| panic!("{line}: {e}")))
+        });
+        ExampleProcess { address, child }
+    }
+}
+
+impl Drop for ExampleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A `newspaper` server process.
@@ -137,26 +227,8 @@ impl ServerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("TEST_LOG").is_some() {
-                    eprintln!("[server] {line}");
-                }
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("the server never said which port it listens on"));
-            if let Some(port) = listening_port(&line) {
-                break port;
-            }
-        };
+        let log = lines_of(stderr, Some("[server]"));
+        let port = first_line(&log, "the server's port", listening_port);
         ServerProcess { port, child, log }
     }
 
@@ -208,17 +280,15 @@ impl PrometheusServer {
     pub const BINARY: &'static str = "/usr/bin/prometheus";
 
     /// Whether Prometheus is installed; without it a test skips and says why, unless
-    /// NEWSPAPER_REQUIRE_PROMETHEUS is set (as in CI), where a missing one fails the test.
+    /// NEWSPAPER_REQUIRE_SERVICES is set (as in CI), where a missing one fails the test.
     pub fn available() -> bool {
         if Path::new(Self::BINARY).exists() {
             return true;
         }
-        assert!(
-            std::env::var_os("NEWSPAPER_REQUIRE_PROMETHEUS").is_none(),
-            "NEWSPAPER_REQUIRE_PROMETHEUS is set but {} is missing (apt-get install prometheus)",
+        crate::skip_unless_required(&format!(
+            "{} is not installed (Debian's prometheus package), so the scrape test does not run",
             Self::BINARY
-        );
-        eprintln!("skipped: {} not found; install Debian's prometheus package", Self::BINARY);
+        ));
         false
     }
 

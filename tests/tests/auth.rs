@@ -208,7 +208,7 @@ backend_tests! {
         let app = TestApp::spawn_with(database, |s| { s.debug = true; s.password_reset_lifetime = Duration::from_secs(1); }).await;
         let ann = app.user("ann@example.com").await;
         let (_, issued) = app.post("/api/auth/password-reset/", None, json!({"email": ann.email})).await;
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        newspaper_tests::wait_until_expired(issued["token"].as_str().unwrap()).await;
         let (status, body) = app.post("/api/auth/password-reset/confirm/", None, json!({"uid": issued["uid"], "token": issued["token"], "new_password": "brand new secret"})).await;
         assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({"token": ["Invalid or expired token."]})));
     }
@@ -217,7 +217,7 @@ backend_tests! {
         let app = TestApp::spawn_with(database, |s| s.access_token_lifetime = Duration::from_secs(1)).await;
         let ann = app.user("ann@example.com").await;
         assert_eq!(app.get("/api/auth/me/", Some(&ann.access)).await.0, StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        newspaper_tests::wait_until_expired(&ann.access).await;
         assert_eq!(app.get("/api/auth/me/", Some(&ann.access)).await, (StatusCode::UNAUTHORIZED, json!({"detail": "Token is invalid or expired"})));
         let (status, pair) = app.post("/api/auth/token/refresh/", None, json!({"refresh": ann.refresh})).await;
         assert_eq!(status, StatusCode::OK, "the refresh token outlives the access token");

@@ -1,6 +1,6 @@
 //! The demo page at /ws-demo/, driven in Debian's Chromium (headless) the way a person uses it:
 //! two independent browser sessions, one writing, both watching. Skips (and says why) where
-//! Chromium is not installed, unless NEWSPAPER_REQUIRE_BROWSER is set, as in CI.
+//! Chromium is not installed, unless NEWSPAPER_REQUIRE_SERVICES is set, as in CI.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -18,7 +18,8 @@ use futures_util::StreamExt;
 use newspaper_domain::{AuthorRef, PostStatus, PostTitle, UserId, now};
 use newspaper_persistence::{NewPost, PostRepository};
 use newspaper_tests::{
-    PASSWORD, TestApp, TestDatabase, artifacts_dir, browser_available, log_has_js, post_item_js,
+    ExampleProcess, PASSWORD, TestApp, TestDatabase, artifacts_dir, browser_available, log_has_js,
+    post_item_js,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -537,6 +538,57 @@ async fn the_demo_page_keeps_its_stream_across_token_expiries_and_ends_it_on_rev
     .await;
     screenshot(&page, "demo-session-ended").await;
 
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_works_mounted_under_a_prefix() {
+    if !browser_available(CHROMIUM, "chromium") {
+        return;
+    }
+    // The embed example: the newspaper under /news inside another application.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db").display().to_string();
+    let shop = ExampleProcess::start("embed", &["--listen", "127.0.0.1:0", "--database-url", &db]);
+    let base = format!("http://{}", shop.address);
+    let (mut browser, events, _profile) = launch().await;
+    let p = &open(&browser, &format!("{base}/news/ws-demo/")).await;
+    wait_until(
+        p,
+        "prefixed",
+        "document.getElementById('status').dataset.state === 'live'",
+        "goes live on /news/ws/blog/",
+    )
+    .await;
+    click(p, "#tab-register").await;
+    type_into(p, "#register-email", "ann@example.com").await;
+    type_into(p, "#register-password", PASSWORD).await;
+    click(p, "#register-submit").await;
+    wait_until(
+        p,
+        "prefixed",
+        "document.getElementById('whoami').textContent === 'ann'",
+        "registers through /news/api/",
+    )
+    .await;
+    type_into(p, "#create-title", "Under a prefix").await;
+    p.evaluate("document.getElementById('create-status').value = 'published'").await.unwrap();
+    click(p, "#create-submit").await;
+    wait_until(
+        p,
+        "prefixed",
+        "document.querySelector('#posts .post-title')?.textContent === 'Under a prefix'",
+        "lists the new post",
+    )
+    .await;
+    let id: i64 = eval(p, "Number(document.querySelector('#posts li').dataset.postId)").await;
+    wait_until(p, "prefixed", &log_has_js("post_created", id), "hears of it on the live feed")
+        .await;
+    let page: serde_json::Value =
+        reqwest::get(format!("{base}/news/api/posts/")).await.unwrap().json().await.unwrap();
+    assert_eq!(page["results"][0]["title"], "Under a prefix");
     browser.close().await.unwrap();
     let _ = browser.wait().await;
     events.abort();

@@ -180,13 +180,7 @@ async fn a_write_lock_held_elsewhere_is_a_503_in_time_and_the_write_never_happen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_keeps_writes_working_and_streams_catch_up() {
-    let Some(redis_url) = std::env::var("NEWSPAPER_TEST_REDIS_URL").ok().filter(|v| !v.is_empty())
-    else {
-        eprintln!(
-            "skipped: NEWSPAPER_TEST_REDIS_URL is not set, so the broker outage test does not run"
-        );
-        return;
-    };
+    let Some(redis_url) = newspaper_tests::redis_url("the broker outage test") else { return };
     let proxy = FaultyProxy::start(address_of(&redis_url)).await;
     let proxied = through(&redis_url, &proxy);
     let namespace = format!("faults-{}", std::process::id());

@@ -3,7 +3,7 @@
 //! scenario runs in Chromium (browser.rs); this one checks that the same page works in the
 //! other engine: its WebSocket goes live, typing and clicking log in and publish, and changes
 //! made elsewhere appear without a reload. Skips (and says why) where Firefox is not installed,
-//! unless NEWSPAPER_REQUIRE_BROWSER is set, as in CI.
+//! unless NEWSPAPER_REQUIRE_SERVICES is set, as in CI.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use newspaper_domain::{UserId, now};
 use newspaper_persistence::UserRepository;
 use newspaper_tests::{PASSWORD, TestApp, TestUser, WsClient, app_tests, backend_tests};
@@ -20,9 +18,7 @@ const REVOCATION_BOUND: Duration = Duration::from_secs(3);
 
 /// The `exp` claim of a JWT.
 fn expiry_of(token: &str) -> i64 {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    claims["exp"].as_i64().unwrap()
+    newspaper_tests::token_expiry(token)
 }
 
 /// A fresh access/refresh pair from a refresh token.

@@ -57,7 +57,8 @@ fn server_certificate(database: &TestDatabase) -> PathBuf {
 async fn start(database: &TestDatabase, url: DatabaseUrl) -> Result<Application, String> {
     let mut settings = test_settings(database);
     settings.database_url = url;
-    Application::build(settings).await.map_err(|e| e.to_string())
+    // Debug: the error with every cause under it (the driver's message is the innermost).
+    Application::build(settings).await.map_err(|e| format!("{e:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,12 +115,7 @@ async fn postgresql_over_tls_with_every_sslmode_and_refusals_that_say_why() {
 
 /// A Redis that speaks TLS only, with a certificate from a CA made for the test.
 fn tls_redis(dir: &std::path::Path) -> Option<(RedisServer, PathBuf)> {
-    if std::env::var_os("NEWSPAPER_TEST_REDIS_URL").is_none() {
-        eprintln!(
-            "skipped: NEWSPAPER_TEST_REDIS_URL is not set, so the Redis TLS test does not run"
-        );
-        return None;
-    }
+    newspaper_tests::redis_url("the Redis TLS test")?;
     assert!(
         RedisServer::available(),
         "NEWSPAPER_TEST_REDIS_URL is set but redis-server is missing"

@@ -5,9 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
+use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use newspaper_api::ApiError;
-use newspaper_api::auth::NewAccount;
+use newspaper_api::auth::{EMAIL_TAKEN, NewAccount, is_email_taken};
 use newspaper_api::{Application, Settings};
 use newspaper_domain::{Email, ValidationErrors, now};
 use newspaper_persistence::{Database, PoolOptions, UserRepository};
@@ -58,22 +58,23 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
-            eprintln!("newspaper: {problem}");
+            // `{:#}`: the error and every cause under it, on one line.
+            eprintln!("newspaper: {problem:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(settings: Settings) -> Result<(), String> {
+fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+        let app = Application::build(settings).await.context("cannot start")?;
         let handle = app.handle();
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: closing WebSockets, finishing requests");
             handle.shutdown().await;
         });
-        app.run_until_stopped().await.map_err(|e| e.to_string())
+        app.run_until_stopped().await.context("the server stopped")
     })
 }
 
@@ -97,16 +98,16 @@ async fn wait_for_signal() {
     let _ = interrupt.await;
 }
 
-fn open_database(settings: &Settings) -> Result<Database, String> {
+fn open_database(settings: &Settings) -> anyhow::Result<Database> {
     let mut options = PoolOptions::for_backend(settings.database_url.backend());
     options.max_size = 2;
-    let db = Database::connect(&settings.database_url, options).map_err(|e| e.to_string())?;
-    Ok(db)
+    Database::connect(&settings.database_url, options)
+        .with_context(|| format!("cannot open {}", settings.database_url))
 }
 
-fn migrate(settings: &Settings) -> Result<(), String> {
+fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = open_database(settings)?;
-    let applied = db.run_migrations().map_err(|e| e.to_string())?;
+    let applied = db.run_migrations()?;
     if applied.is_empty() {
         println!("{}: up to date", db.url());
     } else {
@@ -123,29 +124,26 @@ fn create_user(
     password: &str,
     username: Option<&str>,
     staff: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let mut errors = ValidationErrors::new();
     let Some(account) = NewAccount::check(Some(email), Some(password), username, &mut errors)
     else {
-        return Err(errors.to_string());
+        bail!("{errors}");
     };
     let hash = newspaper_api::auth::hash_password_blocking(
         account.password.expose(),
         settings.bcrypt_cost,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let db = open_database(settings)?;
-    db.run_migrations().map_err(|e| e.to_string())?;
-    let user =
-        db.write_blocking(move |conn| account.create(conn, &hash, staff)).map_err(|e| match e {
-            ApiError::Validation(errors) => errors.to_string(),
-            other => other.to_string(),
-        })?;
+    db.run_migrations()?;
+    let user = db
+        .write_blocking(move |conn| account.create(conn, &hash, staff))
+        .map_err(|e| if is_email_taken(&e) { anyhow!("email: {EMAIL_TAKEN}") } else { e.into() })?;
     println!("created user {} <{}>{}", user.id, user.email, if staff { " (staff)" } else { "" });
     Ok(())
 }
 
-fn manage_user(settings: &Settings, action: &UserCommand) -> Result<(), String> {
+fn manage_user(settings: &Settings, action: &UserCommand) -> anyhow::Result<()> {
     let (email, done) = match action {
         UserCommand::Activate { email } => (email, "activated"),
         UserCommand::Deactivate { email } => (email, "deactivated; their live streams close"),
@@ -154,13 +152,12 @@ fn manage_user(settings: &Settings, action: &UserCommand) -> Result<(), String> 
             (email, "no longer staff; their live streams close")
         }
     };
-    let email = Email::parse(email).map_err(|e| format!("{email}: {e}"))?;
+    let email = Email::parse(email).map_err(|e| anyhow!("{email}: {e}"))?;
     let db = open_database(settings)?;
-    db.run_migrations().map_err(|e| e.to_string())?;
-    let mut conn = db.get().map_err(|e| e.to_string())?;
-    let record = UserRepository::find_by_email(&mut conn, &email)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no account with the email {email}"))?;
+    db.run_migrations()?;
+    let mut conn = db.get()?;
+    let record = UserRepository::find_by_email(&mut conn, &email)?
+        .ok_or_else(|| anyhow!("no account with the email {email}"))?;
     drop(conn);
     let id = record.user.id;
     let changed = match action {
@@ -174,8 +171,7 @@ fn manage_user(settings: &Settings, action: &UserCommand) -> Result<(), String> 
             let on = *state == Switch::On;
             db.write_blocking(move |conn| UserRepository::set_staff(conn, id, on, now()))
         }
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     if changed {
         println!("{email}: {done}");
     } else {

@@ -85,15 +85,27 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+/// An error and every cause under it, `outer: inner: innermost`, for the log line of a 500 or
+/// a 503 (the response itself never shows it).
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl From<PersistenceError> for ApiError {
     fn from(err: PersistenceError) -> Self {
         match err {
             PersistenceError::NotFound => ApiError::not_found(),
-            PersistenceError::Unavailable(why) => ApiError::Unavailable(why),
-            PersistenceError::TimedOut => {
-                ApiError::Unavailable("a statement ran past its time limit".into())
+            PersistenceError::Unavailable { .. } | PersistenceError::TimedOut => {
+                ApiError::Unavailable(chain(&err))
             }
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::Internal(chain(&other)),
         }
     }
 }
@@ -101,8 +113,8 @@ impl From<PersistenceError> for ApiError {
 impl From<LayerError> for ApiError {
     fn from(err: LayerError) -> Self {
         match err {
-            LayerError::Unavailable(why) => ApiError::Unavailable(why),
-            other => ApiError::Internal(other.to_string()),
+            LayerError::Unavailable { .. } => ApiError::Unavailable(chain(&err)),
+            other => ApiError::Internal(chain(&other)),
         }
     }
 }
@@ -198,8 +210,20 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, serde_json::json!({"detail": "A server error occurred."}));
         let (status, _, head) =
-            body_of(ApiError::from(PersistenceError::Unavailable("pool timeout".into()))).await;
+            body_of(ApiError::from(PersistenceError::unavailable("pool timeout"))).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(head.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn the_logged_cause_is_the_whole_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = PersistenceError::unavailable_because("cannot connect to PostgreSQL", refused);
+        match ApiError::from(err) {
+            ApiError::Unavailable(cause) => {
+                assert_eq!(cause, "database unavailable: cannot connect to PostgreSQL: refused")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -35,10 +35,10 @@ pub struct HealthDetails {
     pub instance: String,
 }
 
-fn verdict<E: std::fmt::Display>(outcome: Result<(), E>) -> String {
+fn verdict<E: std::error::Error + 'static>(outcome: Result<(), E>) -> String {
     match outcome {
         Ok(()) => "ok".to_owned(),
-        Err(err) => err.to_string(),
+        Err(err) => crate::error::chain(&err),
     }
 }
 

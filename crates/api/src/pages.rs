@@ -57,6 +57,8 @@ impl Pages {
 fn base_context(req: &HttpRequest) -> Context {
     let mut context = Context::new();
     context.insert("host", req.connection_info().host());
+    // Where the service is mounted: the pages' links, API calls and socket URL start with it.
+    context.insert("base", crate::MountPath::of(req));
     context.insert("version", env!("CARGO_PKG_VERSION"));
     context
 }

@@ -2,6 +2,10 @@
 //! rules every input must pass. Nothing here does I/O, so every other crate (and your own services)
 //! can share these types.
 //!
+//! Use it wherever you handle newspaper data outside this workspace — a client, a consumer of the
+//! live feed, a tool that validates posts before sending them — to get the same types and the
+//! same validation rules (and, with the `openapi` feature, their OpenAPI schemas).
+//!
 //! ```
 //! use newspaper_domain::{PostStatus, PostTitle, UserId, Viewer};
 //!

@@ -22,6 +22,8 @@ impl fmt::Display for FieldError {
     }
 }
 
+impl std::error::Error for FieldError {}
+
 /// Every problem found in one input, keyed by field (`non_field_errors` for the whole body).
 ///
 /// Serializes to `{"title": ["This field is required."]}`.
@@ -58,6 +60,20 @@ impl ValidationErrors {
             Ok(value) => Some(value),
             Err(FieldError(message)) => {
                 self.add(field, message);
+                None
+            }
+        }
+    }
+
+    /// Like [`ValidationErrors::check`], for a rule set that reports every problem at once
+    /// (a password).
+    pub fn check_all<T>(&mut self, field: &str, result: Result<T, Vec<FieldError>>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(problems) => {
+                for FieldError(message) in problems {
+                    self.add(field, message);
+                }
                 None
             }
         }

@@ -66,7 +66,9 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// as in Channels; a full one becomes lagging and the call fails with `ChannelFull`.
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), LayerError>;
 
-    /// Adds a channel to a group, or renews its membership.
+    /// Adds a channel to a group, or renews its membership. Once it returns, messages sent to
+    /// the group from any process reach the channel (while a broker-backed layer is cut off from
+    /// its broker, from when it reconnects: its receivers are then told `Interrupted`).
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError>;
 
     /// Removes a channel from a group; removing a non-member is not an error.

@@ -1,6 +1,11 @@
 //! The channel layer of the newspaper service: named channels and groups with bounded,
-//! lag-aware delivery, after the Django Channels layer specification. Use it on its own in any
-//! tokio service; nothing here knows about HTTP.
+//! lag-aware delivery, after the Django Channels layer specification.
+//!
+//! Use it on its own in any tokio service that fans messages out to groups of connections —
+//! chat rooms (`examples/rooms.rs`), notifications, game lobbies: in one process
+//! ([`InMemoryChannelLayer`]) or across processes through Redis ([`RedisChannelLayer`], feature
+//! `redis`, on by default). Nothing here knows about HTTP, posts or the newspaper: messages
+//! are opaque bytes.
 //!
 //! ```
 //! use bytes::Bytes;

@@ -101,8 +101,7 @@ pub(crate) fn random_prefix(label: &str) -> String {
             .unwrap_or_default();
         bytes.copy_from_slice(&nanos.to_le_bytes()[..6]);
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{label}.{hex}")
+    format!("{label}.{}", hex::encode(bytes))
 }
 
 #[cfg(test)]

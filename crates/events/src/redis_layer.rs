@@ -88,6 +88,8 @@ struct Shared {
     publisher: ConnectionManager,
     /// Groups whose Redis subscription is confirmed: only those count as joined.
     subscribed: Mutex<HashSet<GroupName>>,
+    /// Bumped whenever `subscribed` changes, for joins waiting on their confirmation.
+    subscriptions: watch::Sender<u64>,
     /// Whether the subscription connection is up (and subscribed to this process's inbox).
     ready: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
@@ -118,7 +120,7 @@ impl Shared {
 }
 
 fn unavailable(err: redis::RedisError) -> LayerError {
-    LayerError::Unavailable(err.to_string())
+    LayerError::unavailable_because("a Redis command failed", err)
 }
 
 impl Shared {
@@ -173,6 +175,7 @@ impl RedisChannelLayer {
             options,
             publisher,
             subscribed: Mutex::new(HashSet::new()),
+            subscriptions: watch::Sender::new(0),
             ready: watch::Sender::new(false),
             shutdown: watch::Sender::new(false),
             reconnects: AtomicU64::new(0),
@@ -236,6 +239,7 @@ async fn subscribe_forever(
         }
         *shared.subscribed.lock().unwrap_or_else(PoisonError::into_inner) =
             groups.into_iter().collect();
+        shared.subscriptions.send_modify(|n| *n += 1);
         shared.ready.send_replace(true);
         if connected_before {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -260,11 +264,14 @@ async fn subscribe_forever(
                     if applied.is_err() {
                         break;
                     }
-                    let mut subscribed = shared.subscribed.lock().unwrap_or_else(PoisonError::into_inner);
-                    match change {
-                        MembershipChange::Joined(group) => subscribed.insert(group),
-                        MembershipChange::Left(group) => subscribed.remove(&group),
-                    };
+                    {
+                        let mut subscribed = shared.subscribed.lock().unwrap_or_else(PoisonError::into_inner);
+                        match change {
+                            MembershipChange::Joined(group) => subscribed.insert(group),
+                            MembershipChange::Left(group) => subscribed.remove(&group),
+                        };
+                    }
+                    shared.subscriptions.send_modify(|n| *n += 1);
                 }
                 _ = shutdown.changed() => return,
             }
@@ -381,8 +388,27 @@ impl ChannelLayer for RedisChannelLayer {
             .map_err(|e| self.shared.failed(e))
     }
 
+    /// Returns once this process is subscribed to the group, so that a message any process
+    /// publishes to the group after the join reaches the new member (one round trip for the
+    /// first local member of a group, nothing for the others). While Redis is unreachable it
+    /// returns at once: the membership takes effect on reconnection, and receivers are told
+    /// [`RecvError::Interrupted`](crate::RecvError::Interrupted).
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
-        self.shared.hub.add(group, channel)
+        // Watch before looking, so a confirmation in between is not missed.
+        let mut changes = self.shared.subscriptions.subscribe();
+        self.shared.hub.add(group, channel)?;
+        if !*self.shared.ready.borrow() {
+            return Ok(());
+        }
+        let confirmed = async {
+            while !self.shared.is_subscribed(group) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.shared.options.command_timeout, confirmed).await;
+        Ok(())
     }
 
     async fn group_discard(
@@ -451,7 +477,7 @@ impl ChannelLayer for RedisChannelLayer {
         };
         match tokio::time::timeout(self.shared.options.command_timeout * 2, connected).await {
             Ok(true) => {}
-            _ => return Err(LayerError::Unavailable("not subscribed to Redis yet".into())),
+            _ => return Err(LayerError::unavailable("not subscribed to Redis yet")),
         }
         // Subscribed is not enough: a connection to an unreachable host looks subscribed until
         // TCP gives up. A round trip on the publishing connection tells.
@@ -461,7 +487,7 @@ impl ChannelLayer for RedisChannelLayer {
         match tokio::time::timeout(self.shared.options.command_timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(unavailable(err)),
-            Err(_) => Err(LayerError::Unavailable("Redis did not answer in time".into())),
+            Err(_) => Err(LayerError::unavailable("Redis did not answer in time")),
         }
     }
 

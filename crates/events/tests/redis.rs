@@ -2,16 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::time::Duration;
 
 use newspaper_events::{ChannelLayer, GroupName, LayerConfig, RedisChannelLayer, RedisOptions};
 
 fn redis_url() -> Option<String> {
-    let url = std::env::var("NEWSPAPER_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("skipped: NEWSPAPER_TEST_REDIS_URL is not set");
-    }
-    url
+    support::redis_url("this Redis test")
 }
 
 async fn size_becomes(layer: &RedisChannelLayer, group: &GroupName, n: usize) {

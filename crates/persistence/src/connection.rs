@@ -148,7 +148,7 @@ impl DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path)
-                    .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+                    .map_err(|e| PersistenceError::unavailable_because("cannot open SQLite", e))?;
                 limits::register_deadline_function(&mut conn)?;
                 // WAL lets readers proceed during a write; NORMAL sync is durable at checkpoints
                 // and safe against corruption; the busy timeout makes a second writer (another
@@ -185,7 +185,8 @@ impl DatabaseUrl {
 /// a double free that aborts the process as it ends.
 pub fn connect_postgres(url: &str) -> Result<PgConnection, PersistenceError> {
     init_tls();
-    PgConnection::establish(url).map_err(|e| PersistenceError::Unavailable(e.to_string()))
+    PgConnection::establish(url)
+        .map_err(|e| PersistenceError::unavailable_because("cannot connect to PostgreSQL", e))
 }
 
 /// Initializes OpenSSL for libpq once, without an exit handler (see [`connect_postgres`]).
@@ -235,16 +236,35 @@ pub struct ConnectionManager {
     pub(crate) options: ConnectionOptions,
 }
 
+/// A connection error as the pool keeps it: r2d2 stores only the text of the last one (in its
+/// timeout error), so the text carries every cause — the driver's reason is the useful part.
+#[derive(Debug)]
+pub struct PoolConnectError(PersistenceError);
+
+impl fmt::Display for PoolConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(&self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PoolConnectError {}
+
 impl r2d2::ManageConnection for ConnectionManager {
     type Connection = DbConnection;
-    type Error = PersistenceError;
+    type Error = PoolConnectError;
 
-    fn connect(&self) -> Result<DbConnection, PersistenceError> {
-        self.url.establish(&self.options)
+    fn connect(&self) -> Result<DbConnection, PoolConnectError> {
+        self.url.establish(&self.options).map_err(PoolConnectError)
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), PersistenceError> {
-        conn.batch_execute("SELECT 1").map_err(PersistenceError::from)
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), PoolConnectError> {
+        conn.batch_execute("SELECT 1").map_err(|e| PoolConnectError(e.into()))
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {

@@ -204,8 +204,7 @@ impl Database {
         match tokio::time::timeout(self.wait + statement_timeout, read).await {
             Ok(outcome) => outcome,
             Err(_) => {
-                Err(PersistenceError::Unavailable("the database did not answer in time".into())
-                    .into())
+                Err(PersistenceError::unavailable("the database did not answer in time").into())
             }
         }
     }

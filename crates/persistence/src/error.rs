@@ -1,6 +1,13 @@
-//! The one error type of the persistence layer.
+//! The one error type of the persistence layer. Causes are kept as sources (never flattened
+//! into the message), so a log line can show the whole chain.
+
+use std::sync::Arc;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// An underlying error, shared: a batch that fails as a whole reports the same cause to every
+/// write in it.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong storing or loading data.
 #[derive(Debug, thiserror::Error)]
@@ -14,21 +21,34 @@ pub enum PersistenceError {
         /// The constraint or index name, e.g. `users_email_key`.
         constraint: String,
     },
-    /// No connection could be had in time, or the database is unreachable.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// No connection could be had in time, the database is unreachable, or it refused the
+    /// work for now (a full write queue, a deadlock): the request may be retried.
+    #[error("database unavailable: {reason}")]
+    Unavailable {
+        /// What happened, in our words.
+        reason: String,
+        /// The driver's or the pool's error, if there was one.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The database URL names no backend this build supports.
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
     /// A migration failed to apply or revert.
-    #[error("migration failed: {0}")]
-    Migration(String),
+    #[error("migration failed")]
+    Migration(#[source] Cause),
     /// The database rejected or failed a query.
-    #[error("database query failed: {0}")]
-    Query(DieselError),
+    #[error("database query failed")]
+    Query(#[source] DieselError),
     /// A stored value could not be decoded (an outbox payload, a status).
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt: {what}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why it could not be decoded, if a decoder said.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The blocking task running the query panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
@@ -37,11 +57,34 @@ pub enum PersistenceError {
     TimedOut,
 }
 
+impl PersistenceError {
+    /// [`PersistenceError::Unavailable`] with no underlying error.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        PersistenceError::Unavailable { reason: reason.into(), cause: None }
+    }
+
+    /// [`PersistenceError::Unavailable`] caused by `cause`.
+    pub fn unavailable_because(
+        reason: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PersistenceError::Unavailable { reason: reason.into(), cause: Some(Arc::new(cause)) }
+    }
+
+    /// [`PersistenceError::Corrupt`]: `what` could not be decoded, for this reason.
+    pub fn corrupt(
+        what: impl Into<String>,
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        PersistenceError::Corrupt { what: what.into(), cause: cause.map(Cause::from) }
+    }
+}
+
 impl From<DieselError> for PersistenceError {
     fn from(err: DieselError) -> Self {
         match err {
             DieselError::NotFound => PersistenceError::NotFound,
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, ref info) => {
                 PersistenceError::Conflict {
                     constraint: info
                         .constraint_name()
@@ -49,21 +92,21 @@ impl From<DieselError> for PersistenceError {
                         .unwrap_or_else(|| sqlite_constraint(info.message())),
                 }
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                PersistenceError::Unavailable(info.message().to_owned())
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                PersistenceError::unavailable_because("the connection was closed", err)
             }
-            DieselError::DatabaseError(kind, info) if is_timeout(info.message()) => {
+            DieselError::DatabaseError(kind, ref info) if is_timeout(info.message()) => {
                 tracing::debug!(?kind, message = info.message(), "statement stopped");
                 PersistenceError::TimedOut
             }
             // Concurrent transactions that had to give way: the request may simply be retried.
-            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
-                PersistenceError::Unavailable(info.message().to_owned())
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                PersistenceError::unavailable_because("the transaction had to give way", err)
             }
-            DieselError::DatabaseError(_, info)
+            DieselError::DatabaseError(_, ref info)
                 if info.message().starts_with("deadlock detected") =>
             {
-                PersistenceError::Unavailable(info.message().to_owned())
+                PersistenceError::unavailable_because("the transaction had to give way", err)
             }
             other => PersistenceError::Query(other),
         }
@@ -72,7 +115,7 @@ impl From<DieselError> for PersistenceError {
 
 impl From<r2d2::Error> for PersistenceError {
     fn from(err: r2d2::Error) -> Self {
-        PersistenceError::Unavailable(err.to_string())
+        PersistenceError::unavailable_because("no pooled connection in time", err)
     }
 }
 
@@ -94,7 +137,22 @@ fn sqlite_constraint(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn causes_are_sources_not_text() {
+        let err = PersistenceError::unavailable_because(
+            "could not connect",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        );
+        assert_eq!(err.to_string(), "database unavailable: could not connect");
+        assert_eq!(err.source().map(ToString::to_string), Some("refused".to_owned()));
+        let query = PersistenceError::from(DieselError::RollbackTransaction);
+        assert_eq!(query.to_string(), "database query failed");
+        assert!(query.source().is_some());
+    }
 
     #[test]
     fn sqlite_messages_name_the_constraint() {

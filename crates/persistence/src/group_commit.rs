@@ -31,7 +31,7 @@ const RUNNING: u8 = 1;
 const ABANDONED: u8 = 2;
 
 /// What a job leaves to do once its batch committed (or failed to).
-type Completion = Box<dyn FnOnce(Option<&PersistenceError>) + Send>;
+type Completion = Box<dyn FnOnce(Option<&Arc<PersistenceError>>) + Send>;
 
 /// A closure waiting for the writer, with the way back to its caller.
 trait Job: Send {
@@ -40,7 +40,7 @@ trait Job: Send {
     /// Runs in the batch's transaction, inside a savepoint of its own.
     fn run(self: Box<Self>, conn: &mut DbConnection) -> Completion;
     /// The batch could not even start.
-    fn fail(self: Box<Self>, err: &PersistenceError);
+    fn fail(self: Box<Self>, err: &Arc<PersistenceError>);
 }
 
 struct Closure<F, T, E> {
@@ -74,20 +74,21 @@ where
         })
     }
 
-    fn fail(self: Box<Self>, err: &PersistenceError) {
+    fn fail(self: Box<Self>, err: &Arc<PersistenceError>) {
         let _ = self.reply.send(Err(E::from(batch_error(err))));
     }
 }
 
 /// What every job of a batch that failed as a whole is told: the database could not be written
-/// just now (the error types hold no clonable causes, and a panic was already logged).
-fn batch_error(err: &PersistenceError) -> PersistenceError {
-    match err {
+/// just now, and why (the batch's error, shared; a panic was already logged).
+fn batch_error(err: &Arc<PersistenceError>) -> PersistenceError {
+    match &**err {
         PersistenceError::TimedOut => PersistenceError::TimedOut,
         PersistenceError::Task(why) => PersistenceError::Task(why.clone()),
-        other => {
-            PersistenceError::Unavailable(format!("the write could not be committed: {other}"))
-        }
+        _ => PersistenceError::Unavailable {
+            reason: "the write could not be committed".into(),
+            cause: Some(err.clone()),
+        },
     }
 }
 
@@ -110,8 +111,8 @@ impl<T, E: From<PersistenceError>> Ticket<T, E> {
             .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if abandoned {
-            return Err(PersistenceError::Unavailable(
-                "the database did not take the write in time".into(),
+            return Err(PersistenceError::unavailable(
+                "the database did not take the write in time",
             )
             .into());
         }
@@ -181,7 +182,7 @@ impl GroupCommitter {
         std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer(conn, &url, &options, &queue, &thread_counters))
-            .map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
+            .map_err(|e| PersistenceError::unavailable_because("cannot start the writer", e))?;
         Ok(Self { jobs, counters })
     }
 
@@ -201,7 +202,7 @@ impl GroupCommitter {
                 Ok(Ticket { outcome, state })
             }
             Err(mpsc::TrySendError::Full(_)) => {
-                Err(PersistenceError::Unavailable("the write queue is full".into()))
+                Err(PersistenceError::unavailable("the write queue is full"))
             }
             Err(mpsc::TrySendError::Disconnected(_)) => Err(writer_gone()),
         }
@@ -261,7 +262,11 @@ fn writer(
         let size = batch.len();
         if let Err(err) = begin_batch(&mut conn) {
             counters.record_batch(size, true);
-            tracing::error!(error = %err, "could not start a write transaction");
+            let err = Arc::new(err);
+            tracing::error!(
+                error = &*err as &dyn std::error::Error,
+                "could not start a write transaction"
+            );
             for job in batch {
                 job.fail(&err);
             }
@@ -277,7 +282,9 @@ fn writer(
         for job in batch {
             if panicked {
                 // The transaction is in an unknown state: this job never runs.
-                job.fail(&PersistenceError::Task("an earlier write in its batch panicked".into()));
+                job.fail(&Arc::new(PersistenceError::Task(
+                    "an earlier write in its batch panicked".into(),
+                )));
                 continue;
             }
             if !job.claim() {
@@ -295,10 +302,10 @@ fn writer(
         } else {
             Manager::commit_transaction(&mut conn).map_err(PersistenceError::from)
         };
-        let failure = committed.err();
+        let failure = committed.err().map(Arc::new);
         counters.record_batch(size, failure.is_some());
         if let Some(err) = &failure {
-            tracing::error!(error = %err, "a write batch failed");
+            tracing::error!(error = &**err as &dyn std::error::Error, "a write batch failed");
         }
         if failure.is_some() && !roll_back_everything(&mut conn) {
             // The connection cannot even roll back: start over with a new one.

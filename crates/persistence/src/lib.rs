@@ -1,8 +1,14 @@
 //! Storage for the newspaper service: diesel repositories over SQLite (default) or PostgreSQL,
 //! chosen at run time from the URL, with embedded migrations and a transactional outbox.
 //!
+//! Use it to read or write a newspaper's data without going through HTTP — a batch import
+//! (`examples/import.rs`), a report, a migration job — with the same rules and the same outbox,
+//! so running servers publish what you commit.
+//!
 //! Repository functions are synchronous and take `&mut DbConnection`, so several can share a
-//! transaction; [`Database`] runs them on tokio's blocking pool.
+//! transaction. [`Database`] runs reads on tokio's blocking pool with a pooled connection, and
+//! writes on one writer thread that commits them in batches (group commit), each write in a
+//! savepoint of its own.
 //!
 //! ```
 //! use newspaper_domain::{Email, Password, PostStatus, PostTitle, Username, Viewer, now};
@@ -65,7 +71,7 @@ pub use connection::{
     Backend, ConnectionManager, ConnectionOptions, DatabaseUrl, DbConnection, MultiBackend,
 };
 pub use database::{Database, DatabaseStats, PoolOptions, PooledConnection};
-pub use error::PersistenceError;
+pub use error::{Cause, PersistenceError};
 pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};
 pub use posts::{NewPost, Page, PostChanges, PostQuery, PostRepository, StatusCounts};

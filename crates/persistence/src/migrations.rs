@@ -22,7 +22,7 @@ pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceEr
             return c.immediate_transaction(|c| {
                 c.run_pending_migrations(SQLITE)
                     .map(versions)
-                    .map_err(|e| PersistenceError::Migration(e.to_string()))
+                    .map_err(|e| PersistenceError::Migration(e.into()))
             });
         }
         DbConnection::Postgres(c) => {
@@ -32,7 +32,7 @@ pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceEr
             applied
         }
     };
-    applied.map_err(|e| PersistenceError::Migration(e.to_string()))
+    applied.map_err(|e| PersistenceError::Migration(e.into()))
 }
 
 /// Reverts every applied migration, newest first; returns the versions reverted.
@@ -41,7 +41,7 @@ pub fn revert_all(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceErr
         DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE).map(versions),
         DbConnection::Postgres(c) => c.revert_all_migrations(POSTGRES).map(versions),
     };
-    reverted.map_err(|e| PersistenceError::Migration(e.to_string()))
+    reverted.map_err(|e| PersistenceError::Migration(e.into()))
 }
 
 /// Migrations not yet applied.
@@ -54,7 +54,7 @@ pub fn pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceError>
             c.pending_migrations(POSTGRES).map(|m| m.iter().map(|m| m.name().to_string()).collect())
         }
     };
-    pending.map_err(|e| PersistenceError::Migration(e.to_string()))
+    pending.map_err(|e| PersistenceError::Migration(e.into()))
 }
 
 fn versions(list: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {

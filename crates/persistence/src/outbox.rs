@@ -57,8 +57,9 @@ struct EventRow {
 
 impl EventRow {
     fn into_event(self) -> Result<StoredEvent, PersistenceError> {
-        let corrupt =
-            |e: serde_json::Error| PersistenceError::Corrupt(format!("event {}: {e}", self.seq));
+        let corrupt = |e: serde_json::Error| {
+            PersistenceError::corrupt(format!("event {}", self.seq), Some(e.into()))
+        };
         // Revocation rows keep the user in `author_id` and no post (`post_id` 0).
         let change = if self.kind == REVOCATION_KIND {
             let payload: RevocationPayload =
@@ -105,7 +106,7 @@ impl OutboxRepository {
             }
         };
         let (kind, post_id, author_id, payload) =
-            encoded.map_err(|e| PersistenceError::Corrupt(e.to_string()))?;
+            encoded.map_err(|e| PersistenceError::corrupt("a new event", Some(e.into())))?;
         let values = (
             post_events::kind.eq(kind),
             post_events::post_id.eq(post_id),

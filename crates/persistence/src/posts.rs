@@ -95,7 +95,7 @@ impl PostRow {
         let status = self
             .status
             .parse::<PostStatus>()
-            .map_err(|e| PersistenceError::Corrupt(format!("post {}: {e}", self.id)))?;
+            .map_err(|e| PersistenceError::corrupt(format!("post {}", self.id), Some(e.into())))?;
         Ok(Post {
             id: PostId(self.id),
             title: self.title,
@@ -160,7 +160,7 @@ fn adjust_counts(
     if rows == 2 {
         Ok(())
     } else {
-        Err(PersistenceError::Corrupt(format!("post_counts has {rows} rows, not 2")))
+        Err(PersistenceError::corrupt(format!("post_counts has {rows} rows, not 2"), None))
     }
 }
 
@@ -347,7 +347,7 @@ impl PostRepository {
             match status.parse::<PostStatus>() {
                 Ok(PostStatus::Draft) => counts.draft = count,
                 Ok(PostStatus::Published) => counts.published = count,
-                Err(e) => return Err(PersistenceError::Corrupt(format!("post_counts: {e}"))),
+                Err(e) => return Err(PersistenceError::corrupt("post_counts", Some(e.into()))),
             }
         }
         Ok(counts)

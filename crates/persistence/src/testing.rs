@@ -9,6 +9,30 @@ use crate::{Database, DatabaseUrl, PersistenceError, PoolOptions};
 /// creates and drops its own). Without it, PostgreSQL variants of tests skip and say so.
 pub const POSTGRES_URL_VAR: &str = "NEWSPAPER_TEST_POSTGRES_URL";
 
+/// Set it (CI does) and a test whose service or tool is missing fails instead of skipping, so a
+/// green run means everything ran.
+pub const REQUIRE_SERVICES_VAR: &str = "NEWSPAPER_REQUIRE_SERVICES";
+
+/// For a test that cannot run here (`why`: what is missing and how to provide it): says it is
+/// skipped and returns, or fails when [`REQUIRE_SERVICES_VAR`] is set.
+pub fn skip_unless_required(why: &str) {
+    assert!(
+        std::env::var_os(REQUIRE_SERVICES_VAR).is_none(),
+        "{REQUIRE_SERVICES_VAR} is set, but {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// The URL of a service from the variable `var`, or `None` when it is unset (after
+/// [`skip_unless_required`] said which test, `what`, does not run).
+pub fn service_url(var: &str, what: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    if url.is_none() {
+        skip_unless_required(&format!("{var} is not set, so {what} does not run"));
+    }
+    url
+}
+
 /// A database that exists for as long as this value.
 pub struct TestDatabase {
     url: DatabaseUrl,
@@ -34,36 +58,25 @@ impl TestDatabase {
         }
     }
 
-    /// The PostgreSQL server URL from [`POSTGRES_URL_VAR`], if set.
+    /// The PostgreSQL server URL from [`POSTGRES_URL_VAR`], if set (see [`service_url`]).
     pub fn postgres_server_url() -> Option<String> {
-        std::env::var(POSTGRES_URL_VAR).ok().filter(|v| !v.trim().is_empty())
+        service_url(POSTGRES_URL_VAR, "the PostgreSQL variant")
     }
 
     /// A new, empty PostgreSQL database on the server named by [`POSTGRES_URL_VAR`], or `None`
     /// (after printing why) when the variable is unset.
     pub fn postgres_from_env() -> Option<Self> {
-        match Self::postgres_server_url() {
-            Some(server) => Some(
-                Self::postgres(&server)
-                    .unwrap_or_else(|e| panic!("test database on {server}: {e}")),
-            ),
-            None => {
-                eprintln!(
-                    "skipped: {POSTGRES_URL_VAR} is not set, so the PostgreSQL variant does not run"
-                );
-                None
-            }
-        }
+        Self::postgres_server_url().map(|server| {
+            Self::postgres(&server).unwrap_or_else(|e| panic!("test database on {server}: {e}"))
+        })
     }
 
     /// A new, empty PostgreSQL database on `server`.
     pub fn postgres(server: &str) -> Result<Self, PersistenceError> {
         let mut suffix = [0u8; 6];
-        getrandom::fill(&mut suffix).map_err(|e| PersistenceError::Unavailable(e.to_string()))?;
-        let name = format!(
-            "newspaper_test_{}",
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        getrandom::fill(&mut suffix)
+            .map_err(|e| PersistenceError::unavailable(format!("no randomness: {e}")))?;
+        let name = format!("newspaper_test_{}", hex::encode(suffix));
         let mut admin = crate::connection::connect_postgres(server)?;
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
         let mut url =

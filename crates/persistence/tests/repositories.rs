@@ -489,14 +489,16 @@ async fn a_full_write_queue_refuses_at_once_and_abandoned_writes_never_run() {
     for attempt in attempts {
         let (outcome, took) = attempt.await.unwrap();
         match outcome {
-            Err(PersistenceError::Unavailable(why)) if why.contains("queue is full") => {
+            Err(PersistenceError::Unavailable { reason: why, .. })
+                if why.contains("queue is full") =>
+            {
                 full += 1;
                 assert!(
                     took < std::time::Duration::from_millis(250),
                     "refused at once, not after {took:?}"
                 );
             }
-            Err(PersistenceError::Unavailable(why)) => {
+            Err(PersistenceError::Unavailable { reason: why, .. }) => {
                 assert!(why.contains("did not take the write in time"), "{why}")
             }
             other => panic!("expected unavailable, got {other:?}"),

@@ -28,15 +28,8 @@ impl NewAccount {
     ) -> Option<NewAccount> {
         let email = email.and_then(|raw| errors.check("email", Email::parse(raw)));
         let username = username.and_then(|raw| errors.check("username", Username::parse(raw)));
-        let password = password.and_then(|raw| match Password::parse(raw, email.as_ref()) {
-            Ok(password) => Some(password),
-            Err(problems) => {
-                for problem in problems {
-                    errors.add("password", problem.0);
-                }
-                None
-            }
-        });
+        let password = password
+            .and_then(|raw| errors.check_all("password", Password::parse(raw, email.as_ref())));
         let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
             return None;
         };
@@ -44,13 +37,14 @@ impl NewAccount {
         Some(NewAccount { email, password, username })
     }
 
-    /// Stores the account with its password hash; a taken email is a field error.
+    /// Stores the account with its password hash. A taken email is a
+    /// [`PersistenceError::Conflict`] that [`is_email_taken`] recognises.
     pub fn create(
         &self,
         conn: &mut DbConnection,
         password_hash: &str,
         is_staff: bool,
-    ) -> Result<User, ApiError> {
+    ) -> Result<User, PersistenceError> {
         let new = NewUser {
             email: &self.email,
             username: &self.username,
@@ -58,20 +52,30 @@ impl NewAccount {
             is_staff,
             date_joined: now(),
         };
-        UserRepository::create(conn, &new).map_err(|err| match err {
-            PersistenceError::Conflict { constraint }
-                if constraint == UserRepository::EMAIL_CONSTRAINT =>
-            {
-                email_taken()
-            }
-            other => other.into(),
-        })
+        UserRepository::create(conn, &new)
     }
 }
 
-/// The error for an email that already has an account.
+/// Whether `err` says the email already has an account.
+pub fn is_email_taken(err: &PersistenceError) -> bool {
+    matches!(err, PersistenceError::Conflict { constraint } if constraint == UserRepository::EMAIL_CONSTRAINT)
+}
+
+/// What a client is told when the email already has an account.
+pub const EMAIL_TAKEN: &str = "A user with this email already exists.";
+
+/// The 400 for an email that already has an account.
 pub(crate) fn email_taken() -> ApiError {
-    ApiError::field("email", "A user with this email already exists.")
+    ApiError::field("email", EMAIL_TAKEN)
+}
+
+/// A new password for the account with this email, or the 400 that names, under `field`, every
+/// rule it breaks.
+pub(crate) fn new_password(field: &str, raw: &str, email: &str) -> Result<Password, ApiError> {
+    let mut errors = ValidationErrors::new();
+    errors
+        .check_all(field, Password::parse(raw, Email::parse(email).ok().as_ref()))
+        .ok_or_else(|| errors.into())
 }
 
 #[cfg(test)]

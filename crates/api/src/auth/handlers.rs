@@ -3,12 +3,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use newspaper_domain::{Email, Password, RevocationReason, User, UserId, ValidationErrors, now};
+use newspaper_domain::{Email, RevocationReason, User, UserId, ValidationErrors, now};
 use newspaper_persistence::{RefreshTokenRepository, UserRepository};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::accounts::{NewAccount, email_taken};
+use super::accounts::{NewAccount, email_taken, is_email_taken, new_password as new_password_for};
 use super::extractor::{Authenticated, authenticate_as};
 use super::tokens::{TokenPair, TokenType};
 use crate::ApiError;
@@ -45,16 +45,6 @@ pub struct PasswordChangeResponse {
     refresh: String,
 }
 
-fn password_errors(
-    field: &str,
-    problems: Vec<newspaper_domain::FieldError>,
-    errors: &mut ValidationErrors,
-) {
-    for problem in problems {
-        errors.add(field, problem.0);
-    }
-}
-
 /// Create an account.
 #[utoipa::path(post, path = "/api/auth/register/", tag = "auth", request_body = RegisterRequest,
     responses(
@@ -79,7 +69,9 @@ pub async fn register(
         return Err(email_taken());
     }
     let password_hash = state.passwords.hash(account.password.clone()).await?;
-    let user = state.db.write(move |conn| account.create(conn, &password_hash, false)).await?;
+    let created = state.db.write(move |conn| account.create(conn, &password_hash, false)).await;
+    // Two registrations of one email at once: the second is told as the check above would.
+    let user = created.map_err(|e| if is_email_taken(&e) { email_taken() } else { e.into() })?;
     tracing::info!(user = %user.id, "account registered");
     Ok(HttpResponse::Created().json(user))
 }
@@ -285,12 +277,7 @@ pub async fn confirm_password_reset(
     if state.tokens.password_version(&record.password_hash) != claims.pwv {
         return Err(invalid_reset_token());
     }
-    let email = Email::parse(&record.user.email).ok();
-    let password = Password::parse(&new_password, email.as_ref()).map_err(|problems| {
-        let mut errors = ValidationErrors::new();
-        password_errors("new_password", problems, &mut errors);
-        ApiError::Validation(errors)
-    })?;
+    let password = new_password_for("new_password", &new_password, &record.user.email)?;
     let new_hash = state.passwords.hash(password).await?;
     let old_hash = record.password_hash;
     let replaced = state
@@ -342,12 +329,7 @@ pub async fn change_password(
     if !state.passwords.verify(old, Some(user.password_hash.clone())).await? {
         return Err(wrong_old());
     }
-    let email = Email::parse(&user.user.email).ok();
-    let password = Password::parse(&new, email.as_ref()).map_err(|problems| {
-        let mut errors = ValidationErrors::new();
-        password_errors("new_password", problems, &mut errors);
-        ApiError::Validation(errors)
-    })?;
+    let password = new_password_for("new_password", &new, &user.user.email)?;
     let new_hash = state.passwords.hash(password).await?;
     let (id, old_hash, stored) = (user.user.id, user.password_hash.clone(), new_hash.clone());
     let replaced = state

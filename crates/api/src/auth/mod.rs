@@ -4,11 +4,12 @@
 mod accounts;
 mod extractor;
 pub(crate) mod handlers;
+mod hs256;
 mod passwords;
 mod throttle;
 mod tokens;
 
-pub use accounts::NewAccount;
+pub use accounts::{EMAIL_TAKEN, NewAccount, is_email_taken};
 pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
 pub(crate) use extractor::{authenticate_as, check_user};
 pub use passwords::{

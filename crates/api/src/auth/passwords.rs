@@ -34,7 +34,10 @@ impl PasswordHasher {
     /// Hashes a validated password.
     pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
         let cost = self.cost;
-        blocking(move || hash_blocking(password.expose(), cost)).await
+        blocking(move || {
+            hash_blocking(password.expose(), cost).map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await
     }
 
     /// Whether `raw` matches `hash`; with no hash (unknown account), spends the same time and
@@ -64,14 +67,12 @@ const SHA256_PREFIX: &str = "bcrypt_sha256$";
 
 /// The password as bcrypt sees it: the hex SHA-256 of its UTF-8 bytes (64 ASCII bytes).
 fn prehashed(raw: &str) -> String {
-    Sha256::digest(raw.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
 /// A `bcrypt_sha256$` hash of `raw` at `cost`. Blocking; the CLI calls it directly.
-pub fn hash_blocking(raw: &str, cost: u32) -> Result<String, ApiError> {
-    bcrypt::hash(prehashed(raw), cost)
-        .map(|hash| format!("{SHA256_PREFIX}{hash}"))
-        .map_err(|e| ApiError::Internal(e.to_string()))
+pub fn hash_blocking(raw: &str, cost: u32) -> Result<String, bcrypt::BcryptError> {
+    bcrypt::hash(prehashed(raw), cost).map(|hash| format!("{SHA256_PREFIX}{hash}"))
 }
 
 /// Whether `raw` matches `hash` (either form). Blocking.

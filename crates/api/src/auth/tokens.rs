@@ -94,6 +94,7 @@ impl TokenService {
         refresh_ttl: Duration,
         reset_ttl: Duration,
     ) -> Self {
+        super::hs256::install();
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -110,7 +111,7 @@ impl TokenService {
         hasher.update(&self.secret);
         hasher.update(b"|password-version|");
         hasher.update(password_hash.as_bytes());
-        hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&hasher.finalize()[..8])
     }
 
     /// Signs a token of `kind` for `user`; returns it with its claims.
@@ -166,7 +167,7 @@ pub(crate) fn random_id() -> String {
     // Without OS randomness no token can be trusted; refuse loudly rather than issue weak ids.
     #[allow(clippy::expect_used)]
     getrandom::fill(&mut bytes).expect("the operating system refused to provide random bytes");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -78,26 +78,32 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 pub async fn schema(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    match pairs.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
-        None | Some("json" | "openapi-json") => Ok(HttpResponse::Ok()
-            .content_type("application/vnd.oai.openapi+json; charset=utf-8")
-            .json(document())),
-        Some(_) => Err(ApiError::not_found()),
+    if !matches!(
+        pairs.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()),
+        None | Some("json" | "openapi-json")
+    ) {
+        return Err(ApiError::not_found());
     }
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/vnd.oai.openapi+json; charset=utf-8");
+    let mount = crate::MountPath::of(&req);
+    if mount.is_empty() {
+        return Ok(response.json(document()));
+    }
+    // Mounted under a prefix: the paths are the same, the server they hang from is not.
+    let mut doc = document().clone();
+    doc.servers = Some(vec![utoipa::openapi::Server::new(mount)]);
+    Ok(response.json(doc))
 }
 
-fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
-    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            Arc::new(
-                utoipa_swagger_ui::Config::from("/api/schema/")
-                    // The default validator badge would fetch an image from the internet.
-                    .validator_url("none")
-                    .persist_authorization(true),
-            )
-        })
-        .clone()
+/// Swagger UI reading the document of the routes it is mounted with.
+fn swagger_config(mount: &str) -> Arc<utoipa_swagger_ui::Config<'static>> {
+    Arc::new(
+        utoipa_swagger_ui::Config::from(format!("{mount}/api/schema/"))
+            // The default validator badge would fetch an image from the internet.
+            .validator_url("none")
+            .persist_authorization(true),
+    )
 }
 
 /// Swagger UI's files; `/api/docs` redirects to `/api/docs/`.
@@ -105,10 +111,10 @@ pub async fn docs(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
     if !req.path().ends_with('/') && tail.is_empty() {
         return Ok(HttpResponse::PermanentRedirect()
-            .insert_header((header::LOCATION, "/api/docs/"))
+            .insert_header((header::LOCATION, format!("{}/api/docs/", crate::MountPath::of(&req))))
             .finish());
     }
-    match utoipa_swagger_ui::serve(&tail, swagger_config()) {
+    match utoipa_swagger_ui::serve(&tail, swagger_config(crate::MountPath::of(&req))) {
         Ok(Some(file)) => {
             let mut response = HttpResponse::Ok();
             if file.gzpipped {

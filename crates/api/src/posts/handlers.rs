@@ -130,7 +130,10 @@ pub async fn create_post(
         state.db.write(move |conn| PostRepository::create(conn, &author, new, now())).await?;
     state.realtime.committed();
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/posts/{}/", post.id)))
+        .insert_header((
+            header::LOCATION,
+            format!("{}/api/posts/{}/", crate::MountPath::of(&req), post.id),
+        ))
         .json(post))
 }
 

@@ -28,10 +28,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     /// The outbox could not be read or the cursor written.
-    #[error("database: {0}")]
+    #[error("the outbox could not be read or its cursor written")]
     Database(#[from] PersistenceError),
     /// The channel layer refused an event.
-    #[error("channel layer: {0}")]
+    #[error("the channel layer refused an event")]
     Layer(#[from] LayerError),
 }
 
@@ -114,7 +114,7 @@ impl Dispatcher {
             let reached = !matches!(
                 &round,
                 Err(DispatchError::Database(
-                    PersistenceError::Unavailable(_) | PersistenceError::TimedOut
+                    PersistenceError::Unavailable { .. } | PersistenceError::TimedOut
                 ))
             );
             self.realtime.metrics().database_up.set(i64::from(reached));
@@ -129,7 +129,7 @@ impl Dispatcher {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "dispatcher round failed");
+                    tracing::warn!(error = %crate::error::chain(&err), retry_in = ?backoff, "dispatcher round failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     wait
@@ -170,7 +170,7 @@ impl Dispatcher {
         }
         if state.leader {
             if let Err(err) = self.persist(&mut state).await {
-                tracing::warn!(error = %err, "could not save the dispatch cursor");
+                tracing::warn!(error = %crate::error::chain(&err), "could not save the dispatch cursor");
             }
         }
         if let DispatchMode::Leased { instance } = &self.mode {
@@ -178,7 +178,7 @@ impl Dispatcher {
             let released =
                 self.db.write(move |conn| OutboxRepository::release_lease(conn, &instance)).await;
             if let Err(err) = released {
-                tracing::warn!(error = %err, "could not release the publishing lease");
+                tracing::warn!(error = %crate::error::chain(&err), "could not release the publishing lease");
             }
         }
         tracing::debug!("dispatcher stopped");
@@ -347,7 +347,7 @@ pub(crate) async fn forward_remote_wakes(layer: Arc<dyn ChannelLayer>, realtime:
         if let Err(err) = layer.group_send(&group, bytes::Bytes::new()).await {
             // Other instances still poll; a lost wake-up only delays them.
             if !matches!(err, LayerError::Closed) {
-                tracing::debug!(error = %err, "could not wake other dispatchers");
+                tracing::debug!(error = %crate::error::chain(&err), "could not wake other dispatchers");
             }
         }
     }

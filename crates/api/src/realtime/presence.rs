@@ -38,7 +38,9 @@ pub(crate) async fn run_presence(
                     layer.broadcast_local(&feed, message.encode());
                 }
             }
-            Err(err) => tracing::debug!(error = %err, "presence count unavailable"),
+            Err(err) => {
+                tracing::debug!(error = %crate::error::chain(&err), "presence count unavailable")
+            }
         }
         // Coalesce: whatever happens during the interval yields one update after it.
         tokio::select! {

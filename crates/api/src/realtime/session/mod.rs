@@ -170,7 +170,7 @@ async fn open(
     let receiver = match joined.await {
         Ok(receiver) => receiver,
         Err(err) => {
-            tracing::warn!(error = %err, "could not join the feed");
+            tracing::warn!(error = %crate::error::chain(&err), "could not join the feed");
             return Err((Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"), ws));
         }
     };
@@ -192,7 +192,7 @@ async fn open(
     let (pruned, head, record) = match read {
         Ok(read) => read,
         Err(err) => {
-            tracing::warn!(error = %err, "could not open a stream");
+            tracing::warn!(error = %crate::error::chain(&err), "could not open a stream");
             return Err((Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"), ws));
         }
     };
@@ -411,7 +411,7 @@ impl FeedSession {
         let group = GroupName::new(&user_group(user)).ok();
         if let (true, Some(group)) = (new_login, &group) {
             if let Err(err) = self.state.layer.group_add(group, self.receiver.name()).await {
-                tracing::warn!(error = %err, "could not join the user's group");
+                tracing::warn!(error = %crate::error::chain(&err), "could not join the user's group");
                 return self.send_error("Could not authenticate right now; retry.").await;
             }
             self.state.realtime.metrics().joined("user");
@@ -463,7 +463,7 @@ impl FeedSession {
             }
             Ok(LayerMessage::Revocation { .. }) => Ok(()),
             Err(err) => {
-                tracing::warn!(error = %err, "ignoring a malformed feed message");
+                tracing::warn!(error = %crate::error::chain(&err), "ignoring a malformed feed message");
                 Ok(())
             }
         }
@@ -506,7 +506,7 @@ impl FeedSession {
             Ok(false) => Err(Exit::revoked()),
             Err(err) => {
                 // Without an answer the stream cannot keep rights that may be gone.
-                tracing::warn!(error = %err, "could not check a stream's credentials");
+                tracing::warn!(error = %crate::error::chain(&err), "could not check a stream's credentials");
                 Err(Exit::history_unavailable())
             }
         }

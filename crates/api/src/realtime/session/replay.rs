@@ -34,7 +34,7 @@ impl FeedSession {
                     })
                     .await
                     .map_err(|e| {
-                        tracing::warn!(error = %e, "replay failed");
+                        tracing::warn!(error = %crate::error::chain(&e), "replay failed");
                         Exit::history_unavailable()
                     })?
             };

@@ -50,7 +50,7 @@ impl FeedSession {
                 Ok(Some(_)) => {}
                 Ok(None) => return self.send_error(&format!("Post {} not found.", id.0)).await,
                 Err(err) => {
-                    tracing::warn!(error = %err, "subscription check failed");
+                    tracing::warn!(error = %crate::error::chain(&err), "subscription check failed");
                     return self.send_error("Could not subscribe right now; retry.").await;
                 }
             }
@@ -59,7 +59,7 @@ impl FeedSession {
                 Err(err) => Err(err),
             };
             if let Err(err) = joined {
-                tracing::warn!(error = %err, "could not join a post group");
+                tracing::warn!(error = %crate::error::chain(&err), "could not join a post group");
                 return self.send_error("Could not subscribe right now; retry.").await;
             }
             self.state.realtime.metrics().joined("post");
@@ -76,7 +76,7 @@ impl FeedSession {
                 Err(err) => Err(err),
             };
             if let Err(err) = joined {
-                tracing::warn!(error = %err, "could not rejoin the feed");
+                tracing::warn!(error = %crate::error::chain(&err), "could not rejoin the feed");
                 return self.send_error("The feed is temporarily unavailable; retry.").await;
             }
             self.state.realtime.metrics().joined("blog_feed");
@@ -135,7 +135,7 @@ impl FeedSession {
         }
         for group in groups.iter().filter_map(|g| GroupName::new(g).ok()) {
             if let Err(err) = self.state.layer.group_add(&group, self.receiver.name()).await {
-                tracing::warn!(error = %err, group = %group, "could not renew membership");
+                tracing::warn!(error = %crate::error::chain(&err), group = %group, "could not renew membership");
             }
         }
     }
