@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md against a fresh release server on this machine and
 # prints the results. Usage: apps/loadgen/bench.sh [scenario...]
-# Scenarios: http fanout-latency fanout-throughput idle (default), and with PostgreSQL and Redis
-# (NEWSPAPER_BENCH_POSTGRES_URL, NEWSPAPER_BENCH_REDIS_URL): http-postgres cluster idle-cluster.
+# Scenarios: http fanout-latency fanout-throughput idle (default), search, and with PostgreSQL
+# (NEWSPAPER_BENCH_POSTGRES_URL) http-postgres-alone search-postgres, and with Redis too
+# (NEWSPAPER_BENCH_REDIS_URL) http-postgres cluster idle-cluster.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,7 +19,7 @@ start_server() {
   pkill -f "$SERVER" 2>/dev/null || true
   sleep 0.5
   rm -f "$WORK"/news.db*
-  "$SERVER" --secret-key bench --auth-rate-limit 0 --log warn \
+  "$SERVER" --secret-key bench-secret-key-of-at-least-32-bytes --auth-rate-limit 0 --log warn \
     --database-url "$WORK/news.db" --bind 127.0.0.1:8000 "$@" 2>"$WORK/server.log" &
   SERVER_PID=$!
   for _ in $(seq 1 50); do curl -sf http://127.0.0.1:8000/api/posts/ >/dev/null && return; sleep 0.1; done
@@ -37,7 +38,7 @@ fresh_postgres() {
 # start_instance PORT NAME [flags...]: a server on PostgreSQL and Redis.
 start_instance() {
   local port=$1 name=$2; shift 2
-  "$SERVER" --secret-key bench --auth-rate-limit 0 --log warn --database-url "$PG_URL" \
+  "$SERVER" --secret-key bench-secret-key-of-at-least-32-bytes --auth-rate-limit 0 --log warn --database-url "$PG_URL" \
     --channel-layer "$REDIS_URL" --redis-namespace "bench-$$" --instance-id "$name" \
     --bind "127.0.0.1:$port" "$@" 2>"$WORK/$name.log" &
   echo $! >"$WORK/$name.pid"
@@ -56,6 +57,58 @@ scenario_http_postgres() {
   start_instance 8000 one
   "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --concurrency 64 --duration 1 --seed 1000 >/dev/null
   psql "$PG_URL" -qc "ANALYZE" # as autovacuum would, soon enough
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --concurrency 64 --duration 10 --seed 0
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --authenticated --concurrency 64 --duration 10 --seed 0
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode create --concurrency 64 --duration 10
+  stop_all
+}
+
+# search_seed URL SIZE: SIZE published posts of ~2 KB through the API (every 10,000th holds the
+# rare word "quokka"); search_measure URL: searches for it with a token.
+search_seed() {
+  "$LOADGEN" http --url "$1" --mode list --concurrency 64 --duration 0 --seed "$2" \
+    --seed-bytes 2000 --rare-every 10000 >/dev/null
+}
+search_measure() {
+  "$LOADGEN" http --url "$1" --mode list --authenticated --concurrency 64 --duration 10 \
+    --seed 0 --path "/api/posts/?search=quokka"
+  "$LOADGEN" http --url "$1" --mode list --authenticated --concurrency 64 --duration 10 \
+    --seed 0 --path "/api/posts/?search=Quokka&ordering=title"
+}
+
+scenario_search() {
+  echo "## Search for a rare word, SQLite, 100,000 posts of 2 KB, 64 concurrent clients with a token"
+  start_server
+  search_seed http://127.0.0.1:8000 100000
+  search_measure http://127.0.0.1:8000
+}
+
+scenario_search_postgres() {
+  echo "## Search for a rare word, PostgreSQL, 100,000 posts of 2 KB, 64 concurrent clients with a token"
+  stop_all; fresh_postgres
+  start_pg_instance
+  search_seed http://127.0.0.1:8000 100000
+  # As autovacuum would, soon enough: statistics, and the trigram indexes' pending lists merged.
+  psql "$PG_URL" -qc "VACUUM ANALYZE posts"
+  search_measure http://127.0.0.1:8000
+  stop_all
+}
+
+# One instance on PostgreSQL alone (in-memory channel layer: one instance needs no Redis).
+start_pg_instance() {
+  "$SERVER" --secret-key bench-secret-key-of-at-least-32-bytes --auth-rate-limit 0 --log warn --database-url "$PG_URL" \
+    --bind 127.0.0.1:8000 2>"$WORK/pg.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:8000/api/health/" >/dev/null && return; sleep 0.1; done
+  echo "the PostgreSQL instance did not start" >&2; cat "$WORK/pg.log" >&2; exit 1
+}
+
+scenario_http_postgres_alone() {
+  echo "## HTTP on PostgreSQL (one instance, in-memory layer), 64 concurrent clients, 1,000 posts"
+  stop_all; fresh_postgres
+  start_pg_instance
+  "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --concurrency 64 --duration 1 --seed 1000 >/dev/null
+  psql "$PG_URL" -qc "ANALYZE"
   "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --concurrency 64 --duration 10 --seed 0
   "$LOADGEN" http --url http://127.0.0.1:8000 --mode list --authenticated --concurrency 64 --duration 10 --seed 0
   "$LOADGEN" http --url http://127.0.0.1:8000 --mode create --concurrency 64 --duration 10

@@ -441,9 +441,11 @@ async fn the_demo_page_keeps_its_stream_across_token_expiries_and_ends_it_on_rev
     if !browser_available(CHROMIUM, "chromium") {
         return;
     }
+    // The page renews half-way through a token's life, and claims count whole seconds: 5 s
+    // leaves at least 1.5 s for a renewal to land, on a machine busy with the rest of the suite.
     let app = TestApp::spawn_with(Arc::new(TestDatabase::sqlite()), |s| {
         s.debug = true;
-        s.access_token_lifetime = Duration::from_secs(2);
+        s.access_token_lifetime = Duration::from_secs(5);
     })
     .await;
     let ann = app.user("ann@example.com").await;

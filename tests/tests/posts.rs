@@ -169,6 +169,19 @@ app_tests! {
         let get = |q: &'static str| async move { app.get(&format!("/api/posts/{q}"), None).await };
         assert_eq!(titles(&get("?search=NEWS").await.1), ["beta news", "Alpha News"]);
         assert_eq!(titles(&get("?search=gamma+text").await.1), ["Gamma"]);
+        let ecole = app.create_post(&ann, "Rentrée à l'ÉCOLE", "draft").await;
+        let access = ann.access.as_str();
+        let mine = |q: &'static str| async move {
+            titles(&app.get(&format!("/api/posts/{q}"), Some(access)).await.1)
+        };
+        assert_eq!(mine("?search=%C3%A9cole").await, ["Rentrée à l'ÉCOLE"], "case folds beyond ASCII");
+        assert_eq!(mine("?search=RENTR%C3%89E+%C3%80").await, ["Rentrée à l'ÉCOLE"]);
+        assert_eq!(mine("?search=%C3%A0").await, ["Rentrée à l'ÉCOLE"], "one letter is matched too");
+        assert_eq!(mine("?search=%22gamma%22+OR").await, Vec::<String>::new(), "query syntax is text");
+        assert_eq!(titles(&get("?search=%C3%A9cole").await.1), Vec::<String>::new(), "drafts stay hidden");
+        let path = format!("/api/posts/{}/", ecole["id"]);
+        assert_eq!(app.call(reqwest::Method::DELETE, &path, Some(&ann.access), None).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(mine("?search=%C3%A9cole").await, Vec::<String>::new(), "a deleted post is gone from the index");
         assert_eq!(titles(&get("?ordering=title").await.1), ["Alpha News", "Delta", "Epsilon", "Gamma", "beta news"]);
         assert_eq!(titles(&get("?ordering=-title").await.1)[0], "beta news");
         assert_eq!(titles(&get("?ordering=created_at").await.1)[0], "Alpha News");

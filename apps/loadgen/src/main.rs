@@ -97,6 +97,15 @@ struct HttpArgs {
     /// server's anonymous page cache).
     #[arg(long)]
     authenticated: bool,
+    /// What a `list` run requests: the path and query, e.g. `/api/posts/?search=quokka`.
+    #[arg(long, default_value = "/api/posts/")]
+    path: String,
+    /// Size of each seeded post's content in bytes (words of a fixed vocabulary).
+    #[arg(long, default_value_t = 27)]
+    seed_bytes: usize,
+    /// Every Nth seeded post also holds the rare word `quokka` (0: none does).
+    #[arg(long, default_value_t = 0)]
+    rare_every: usize,
 }
 
 fn secs(raw: &str) -> Result<Duration, String> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
 
-use crate::{PersistenceError, limits};
+use crate::{PersistenceError, limits, search};
 
 mod any {
     // The derive generates undocumented public helper types (`MultiBackend`, rows, binds).
@@ -150,6 +150,7 @@ impl DatabaseUrl {
                 let mut conn = SqliteConnection::establish(path)
                     .map_err(|e| PersistenceError::unavailable_because("cannot open SQLite", e))?;
                 limits::register_deadline_function(&mut conn)?;
+                search::register_casefold_function(&mut conn)?;
                 // WAL lets readers proceed during a write; NORMAL sync is durable at checkpoints
                 // and safe against corruption; the busy timeout makes a second writer (another
                 // process, a CLI) wait instead of failing with "database is locked".

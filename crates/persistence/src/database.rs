@@ -94,6 +94,8 @@ pub struct Database {
     waiting: Arc<AtomicUsize>,
     /// Serializes writes where there is no writer thread (an in-memory SQLite database).
     write_lock: Option<Arc<Mutex<()>>>,
+    /// One permit per pooled connection: the async reads that may hold one at once.
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Database {
@@ -131,6 +133,7 @@ impl Database {
             writer,
             waiting: Arc::default(),
             write_lock,
+            readers: Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
         })
     }
 
@@ -190,13 +193,22 @@ impl Database {
     {
         let pool = self.pool.clone();
         let statement_timeout = self.statement_timeout;
-        let waiting = self.waiting.clone();
+        // Reads wait for a connection here, as tasks, rather than as blocking threads parked
+        // on the pool: as many threads run as there are connections, and a burst of requests
+        // costs no thread wake-ups for connections they cannot have yet.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout(self.wait, self.readers.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => {
+                return Err(PersistenceError::unavailable("no pooled connection in time").into());
+            }
+        };
         let read = run_blocking(move || {
+            let _permit = permit;
             let _deadline = DeadlineGuard::start(statement_timeout);
-            waiting.fetch_add(1, Ordering::Relaxed);
-            let conn = pool.get();
-            waiting.fetch_sub(1, Ordering::Relaxed);
-            let mut conn = conn.map_err(PersistenceError::from)?;
+            let mut conn = pool.get().map_err(PersistenceError::from)?;
             f(&mut conn)
         });
         // A read has no effect, so abandoning it is safe; its thread ends when the

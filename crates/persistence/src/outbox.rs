@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::on_backend;
 use crate::schema::{outbox_state, post_events};
+use crate::sql_functions::pg_advisory_xact_lock;
 use crate::{DbConnection, PersistenceError};
 
 /// Key of the PostgreSQL advisory lock that orders outbox appends ("news" in ASCII).
@@ -127,8 +128,7 @@ impl OutboxRepository {
     /// SQLite the write transaction itself already excludes every other writer.
     pub fn serialize_writers(conn: &mut DbConnection) -> Result<(), PersistenceError> {
         if let DbConnection::Postgres(pg) = conn {
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"))
-                .execute(pg)?;
+            diesel::select(pg_advisory_xact_lock(APPEND_LOCK_KEY)).execute(pg)?;
         }
         Ok(())
     }
@@ -170,10 +170,16 @@ impl OutboxRepository {
 
     /// The newest seq ever handed out (0 for an empty history).
     pub fn latest_seq(conn: &mut DbConnection) -> Result<Seq, PersistenceError> {
-        let max: Option<i64> =
-            post_events::table.select(diesel::dsl::max(post_events::seq)).first(conn)?;
-        let state = Self::state(conn)?;
-        Ok(Seq(max.unwrap_or(0).max(state.pruned.0).max(state.published.0)))
+        // One statement: every read of a list or a post asks for this.
+        let (max, pruned, published): (Option<i64>, i64, i64) = outbox_state::table
+            .find(1)
+            .select((
+                post_events::table.select(diesel::dsl::max(post_events::seq)).single_value(),
+                outbox_state::pruned_seq,
+                outbox_state::published_seq,
+            ))
+            .first(conn)?;
+        Ok(Seq(max.unwrap_or(0).max(pruned).max(published)))
     }
 
     /// The dispatcher's bookkeeping row.

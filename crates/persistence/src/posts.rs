@@ -2,9 +2,8 @@
 
 use chrono::NaiveDateTime;
 use diesel::dsl::count_star;
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::{BigInt, Text};
 use newspaper_domain::{
     AuthorRef, Post, PostChange, PostId, PostOrdering, PostOrderingField, PostStatus, PostTitle,
     Seq, Timestamp, UserId, Viewer,
@@ -14,7 +13,8 @@ use crate::connection::on_backend;
 use crate::database::write_transaction;
 use crate::outbox::OutboxRepository;
 use crate::schema::{post_counts, posts, users};
-use crate::sql_functions::lower;
+use crate::search::{SearchMatch, TRIGRAM_MATCH};
+use crate::sql_functions::{FixedSql, lower};
 use crate::{DbConnection, PersistenceError};
 
 /// A post to create.
@@ -119,19 +119,16 @@ struct NewPostRow<'a> {
     updated_at: NaiveDateTime,
 }
 
-/// `%term%` for LIKE, with the wildcards of the term itself escaped.
-fn like_pattern(term: &str) -> String {
-    let mut pattern = String::with_capacity(term.len() + 2);
-    pattern.push('%');
-    for c in term.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
+/// SQLite's per-row deadline check (see `limits`).
+const WITHIN_DEADLINE: &str = "newspaper_within_deadline(posts.id)";
+/// Posts whose id is in a JSON array.
+const AMONG_IDS: &str = "posts.id IN (SELECT value FROM json_each(";
+/// A `LIKE` pattern over the title or content, lower-cased for all of Unicode on SQLite.
+const CASEFOLDED_LIKE: &[&str] = &[
+    "(newspaper_casefold(posts.title) LIKE ",
+    " ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE ",
+    " ESCAPE '\\')",
+];
 
 /// Posts per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -364,46 +361,78 @@ impl PostRepository {
         // On SQLite, a function of ours is called for every row a list query looks at, and
         // stops the query once its read's deadline has passed (PostgreSQL has
         // `statement_timeout`).
-        let deadline = matches!(conn, DbConnection::Sqlite(_))
-            .then(|| format!("{}(posts.id)", crate::limits::DEADLINE_FUNCTION));
+        let sqlite = matches!(conn, DbConnection::Sqlite(_));
+        let search = query.search.as_deref().filter(|t| !t.is_empty()).map(|term| {
+            if sqlite { SearchMatch::for_sqlite(term) } else { SearchMatch::for_postgres(term) }
+        });
+        // A rare term's few matches are found once, not again by each query below.
+        let search = match search {
+            Some(SearchMatch::Trigrams(phrase)) => Some(crate::search::resolve_few(conn, phrase)?),
+            other => other,
+        };
+        // With a trigram search on SQLite, the few matching rows are looked up by id; a unary
+        // plus keeps the planner from walking a status or author index instead and testing
+        // every row it holds against the matches.
+        let by_id = matches!(search, Some(SearchMatch::Trigrams(_) | SearchMatch::Ids(_)));
+        let status_is = |status: PostStatus| {
+            let parts: &'static [&'static str] =
+                if by_id { &["+posts.status = ", ""] } else { &["posts.status = ", ""] };
+            FixedSql::<Text, _>::new(parts, status.as_str())
+        };
+        let author_is = |author: UserId| {
+            let parts: &'static [&'static str] =
+                if by_id { &["+posts.author_id = ", ""] } else { &["posts.author_id = ", ""] };
+            FixedSql::<BigInt, _>::new(parts, author.0)
+        };
         macro_rules! filtered {
             ($base:expr, $visible:expr) => {{
                 let mut q = $base.into_boxed();
-                if let Some(deadline) = &deadline {
-                    q = q.filter(sql::<Bool>(deadline));
+                if sqlite {
+                    q = q.filter(FixedSql::plain(&[WITHIN_DEADLINE]));
                 }
                 q = match $visible {
                     Visible::All => q,
-                    Visible::Published => {
-                        q.filter(posts::status.eq(PostStatus::Published.as_str()))
+                    Visible::Published => q.filter(status_is(PostStatus::Published)),
+                    Visible::DraftsOf(id) => {
+                        q.filter(status_is(PostStatus::Draft)).filter(author_is(id))
                     }
-                    Visible::DraftsOf(id) => q
-                        .filter(posts::status.eq(PostStatus::Draft.as_str()))
-                        .filter(posts::author_id.eq(id.0)),
                     // The unary plus keeps SQLite from answering the OR with two index lookups
                     // and a sort of everything they find: walking the date index and stopping
                     // at the page's end is far cheaper when most posts are published.
-                    Visible::PublishedOrDraftsOf(id) => q.filter(
-                        sql::<Bool>("(posts.status = 'published' OR +posts.author_id = ")
-                            .bind::<BigInt, _>(id.0)
-                            .sql(")"),
-                    ),
+                    Visible::PublishedOrDraftsOf(id) => q.filter(FixedSql::<BigInt, _>::new(
+                        &["(posts.status = 'published' OR +posts.author_id = ", ")"],
+                        id.0,
+                    )),
                 };
                 if let Some(status) = query.status {
-                    q = q.filter(posts::status.eq(status.as_str()));
+                    q = q.filter(status_is(status));
                 }
                 if let Some(author) = query.author {
-                    q = q.filter(posts::author_id.eq(author.0));
+                    q = q.filter(author_is(author));
                 }
-                if let Some(term) = query.search.as_deref().filter(|t| !t.is_empty()) {
-                    let pattern = like_pattern(term);
-                    q = q.filter(
-                        lower(posts::title).like(pattern.clone()).escape('\\').or(lower(
-                            posts::content,
-                        )
-                        .like(pattern)
-                        .escape('\\')),
-                    );
+                match &search {
+                    None => {}
+                    Some(SearchMatch::Trigrams(phrase)) => {
+                        q = q.filter(FixedSql::<Text, _>::new(
+                            &[TRIGRAM_MATCH, ")"],
+                            phrase.clone(),
+                        ));
+                    }
+                    Some(SearchMatch::Ids(ids)) => {
+                        q = q.filter(FixedSql::<Text, _>::new(&[AMONG_IDS, "))"], ids.clone()));
+                    }
+                    Some(SearchMatch::Scan(pattern)) if sqlite => {
+                        q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));
+                    }
+                    Some(SearchMatch::Scan(pattern)) => {
+                        q = q.filter(
+                            lower(posts::title).like(pattern.clone()).escape('\\').or(lower(
+                                posts::content,
+                            )
+                            .like(pattern.clone())
+                            .escape('\\')),
+                        );
+                    }
                 }
                 q
             }};
@@ -420,8 +449,7 @@ impl PostRepository {
         };
         // Without a search or author filter, whole statuses are counted by the counters kept
         // with every write; only a user's own drafts need counting.
-        let unfiltered =
-            query.search.as_deref().is_none_or(str::is_empty) && query.author.is_none();
+        let unfiltered = search.is_none() && query.author.is_none();
         let stored = if unfiltered { Some(Self::count_by_status(conn)?) } else { None };
         let wanted = |status: PostStatus| query.status.is_none_or(|s| s == status);
         let mut count: i64 = 0;
@@ -488,6 +516,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fixed_sql_names_the_functions_registered_on_sqlite() {
+        assert!(WITHIN_DEADLINE.starts_with(crate::limits::DEADLINE_FUNCTION));
+        assert!(CASEFOLDED_LIKE[0].contains(crate::search::CASEFOLD_FUNCTION));
+        assert!(CASEFOLDED_LIKE[1].contains(crate::search::CASEFOLD_FUNCTION));
+    }
+
+    #[test]
     fn counter_deltas_follow_the_status() {
         use PostStatus::{Draft, Published};
         assert_eq!(count_deltas(None, Some(Draft)), (1, 0));
@@ -495,11 +530,5 @@ mod tests {
         assert_eq!(count_deltas(Some(Published), Some(Draft)), (1, -1));
         assert_eq!(count_deltas(Some(Published), None), (0, -1));
         assert_eq!(count_deltas(Some(Draft), Some(Draft)), (0, 0));
-    }
-
-    #[test]
-    fn like_pattern_escapes_wildcards_and_lowercases() {
-        assert_eq!(like_pattern("Hello"), "%hello%");
-        assert_eq!(like_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
     }
 }

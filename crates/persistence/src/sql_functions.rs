@@ -1,10 +1,85 @@
-//! SQL functions the queries call, known to both backends.
+//! SQL the queries use beyond diesel's DSL, known to both backends.
 
+use std::marker::PhantomData;
+
+use diesel::QueryResult;
+use diesel::backend::Backend;
 use diesel::expression::functions::declare_sql_function;
-use diesel::sql_types::Text;
+use diesel::expression::is_aggregate;
+use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, Bool, HasSqlType, Text};
 
 #[declare_sql_function]
 extern "SQL" {
     /// `lower(text)`: what the unique index on users' emails is built on.
     fn lower(x: Text) -> Text;
+
+    /// PostgreSQL's transaction-scoped advisory lock. It returns `void`; declared `Bool` only
+    /// to be a diesel expression, and only ever executed, never loaded. Unlike the same call
+    /// as text, the statement is prepared once per connection.
+    fn pg_advisory_xact_lock(key: BigInt) -> Bool;
+}
+
+/// A condition written in SQL, fixed at compile time, around one value bound (the same value)
+/// between each of its parts.
+///
+/// Unlike diesel's `sql()`, whose text may be anything and so keeps every statement that
+/// contains it out of the prepared-statement cache (re-planned on every run on SQLite, an extra
+/// round trip on PostgreSQL), this text comes from a finite set of constants: statements built
+/// with it are prepared once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct FixedSql<ST, T> {
+    parts: &'static [&'static str],
+    value: T,
+    sql_type: PhantomData<ST>,
+}
+
+impl<ST, T> FixedSql<ST, T> {
+    /// `parts[0] value parts[1] value … parts[n]`.
+    pub(crate) const fn new(parts: &'static [&'static str], value: T) -> Self {
+        Self { parts, value, sql_type: PhantomData }
+    }
+}
+
+impl FixedSql<Text, &'static str> {
+    /// A condition with no value at all.
+    pub(crate) const fn plain(sql: &'static [&'static str]) -> Self {
+        Self::new(sql, "")
+    }
+}
+
+impl<ST, T> Expression for FixedSql<ST, T> {
+    type SqlType = Bool;
+}
+
+impl<ST, T, DB> QueryFragment<DB> for FixedSql<ST, T>
+where
+    DB: Backend + HasSqlType<ST>,
+    T: ToSql<ST, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push_bind_param::<ST, T>(&self.value)?;
+            }
+            out.push_sql(part);
+        }
+        Ok(())
+    }
+}
+
+impl<ST, T> QueryId for FixedSql<ST, T> {
+    type QueryId = ();
+    // The text is not known from the type alone: the cache keys such statements by their SQL.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<QS, ST, T> SelectableExpression<QS> for FixedSql<ST, T> {}
+
+impl<QS, ST, T> AppearsOnTable<QS> for FixedSql<ST, T> {}
+
+impl<ST, T, GB> ValidGrouping<GB> for FixedSql<ST, T> {
+    type IsAggregate = is_aggregate::Never;
 }

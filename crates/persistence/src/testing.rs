@@ -273,6 +273,19 @@ fn record_sqlite_step(detail: &str, access: &mut Access) {
     if verb != "SEARCH" && verb != "SCAN" {
         return;
     }
+    // An FTS5 table reports "VIRTUAL TABLE INDEX n:..."; an `M` in it means MATCH used the
+    // full-text index, anything else reads every row of the table.
+    if detail.contains("VIRTUAL TABLE") {
+        match words.last() {
+            Some(index) if index.contains('M') => {
+                access.indexes.insert(format!("{table} full-text index"));
+            }
+            _ => {
+                access.full_scans.insert(table.to_owned());
+            }
+        }
+        return;
+    }
     match words.iter().position(|w| *w == "INDEX") {
         Some(at) => {
             if let Some(index) = words.get(at + 1) {

@@ -56,9 +56,9 @@ backend_tests! {
         let mut conn = db.get().unwrap();
         assert!(migrations::pending(&mut conn).unwrap().is_empty());
         let reverted = migrations::revert_all(&mut conn).unwrap();
-        assert_eq!(reverted.len(), 4);
-        assert_eq!(migrations::pending(&mut conn).unwrap().len(), 4);
-        assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), 4);
+        assert_eq!(reverted.len(), 5);
+        assert_eq!(migrations::pending(&mut conn).unwrap().len(), 5);
+        assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), 5);
         user(&mut conn, "a@example.com", false);
     }
 
@@ -74,7 +74,7 @@ backend_tests! {
             })
             .collect();
         let applied: Vec<usize> = runs.into_iter().map(|r| r.join().unwrap()).collect();
-        assert_eq!(applied.iter().sum::<usize>(), 4, "each migration applied once: {applied:?}");
+        assert_eq!(applied.iter().sum::<usize>(), 5, "each migration applied once: {applied:?}");
     }
 
     fn schema_rs_matches_the_migrated_database(test_db) {
@@ -297,6 +297,73 @@ backend_tests! {
         let mut conn = db.get().unwrap();
         let page = PostRepository::list_visible_to(&mut conn, &Viewer::Anonymous, &PostQuery { limit: 1, offset: 10, ..PostQuery::default() }).unwrap();
         assert_eq!((page.count, page.items.len()), (4, 0));
+    }
+
+    fn search_folds_case_for_all_of_unicode_and_follows_every_write(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let mut create = |title: &str, content: &str| {
+            let new = NewPost { title: PostTitle::parse(title).unwrap(), content: content.into(), status: PostStatus::Published };
+            PostRepository::create(&mut conn, &ann.as_author(), new, now()).unwrap().0
+        };
+        let ecole = create("ÉCOLE d'été", "Straße");
+        create("He said \"hi\" OR NOT", "x* NEAR(y)");
+        let plain = create("plain", "ÜBER alles");
+        drop(conn);
+        let found = |term: &str| {
+            titles(&db, Viewer::Anonymous, PostQuery { search: Some(term.into()), ..PostQuery::default() })
+        };
+        assert_eq!(found("école"), ["ÉCOLE d'été"]);
+        assert_eq!(found("D'ÉTÉ"), ["ÉCOLE d'été"]);
+        assert_eq!(found("STRAßE"), ["ÉCOLE d'été"], "content is searched too");
+        assert_eq!(found("über"), ["plain"]);
+        assert_eq!(found("üB"), ["plain"], "a term too short for a trigram folds case too");
+        assert_eq!(found("É"), ["ÉCOLE d'été"]);
+        assert_eq!(found("\"HI\" or"), ["He said \"hi\" OR NOT"], "query syntax is literal text");
+        assert_eq!(found("x* near(y)"), ["He said \"hi\" OR NOT"]);
+        assert!(found("hi OR plain").is_empty());
+        assert!(found("écoles").is_empty());
+
+        let mut conn = db.get().unwrap();
+        let renamed = PostChanges { title: Some(PostTitle::parse("Renamed").unwrap()), content: Some("nothing".into()), status: None };
+        PostRepository::update(&mut conn, &plain, renamed, now()).unwrap();
+        PostRepository::delete(&mut conn, &ecole, now()).unwrap();
+        drop(conn);
+        assert!(found("über").is_empty(), "the old text is gone from the index");
+        assert_eq!(found("RENAMED"), ["Renamed"]);
+        assert_eq!(found("nothing"), ["Renamed"]);
+        assert!(found("école").is_empty());
+        assert!(found("straße").is_empty());
+    }
+
+    fn a_search_is_answered_from_the_trigram_index(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        for i in 0..200 {
+            // Rows of a realistic size, so that reading them all costs what it would.
+            let filler = format!("common words of post {i} ").repeat(60);
+            let content = if i == 77 { format!("a rare Zebra here {filler}") } else { filler };
+            let new = NewPost { title: PostTitle::parse(&format!("Post {i}")).unwrap(), content, status: PostStatus::Published };
+            PostRepository::create(&mut conn, &ann.as_author(), new, now()).unwrap();
+        }
+        if let DbConnection::Postgres(_) = &*conn {
+            // As autovacuum would: without statistics the planner guesses every filter alike,
+            // and new rows wait in the trigram indexes' pending lists until vacuumed.
+            diesel::sql_query("VACUUM ANALYZE posts").execute(&mut *conn).unwrap();
+        }
+        let query = PostQuery { search: Some("zEbRa".into()), ..PostQuery::default() };
+        let (page, access) = newspaper_persistence::testing::access_of(&mut conn, |conn| {
+            PostRepository::list_visible_to(conn, &Viewer::User { id: ann.id, is_staff: false }, &query).unwrap()
+        });
+        assert_eq!((page.count, page.items.len()), (1, 1));
+        let index = match &*conn {
+            DbConnection::Sqlite(_) => "posts_search full-text index",
+            DbConnection::Postgres(_) => "posts_content_trgm_idx",
+        };
+        assert!(access.indexes.contains(index), "{access:#?}");
+        assert!(!access.full_scans.contains("posts"), "{access:#?}");
     }
 
     fn status_counters_follow_every_write_and_match_a_real_count(test_db) {

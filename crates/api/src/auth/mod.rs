@@ -10,7 +10,7 @@ mod throttle;
 mod tokens;
 
 pub use accounts::{EMAIL_TAKEN, NewAccount, is_email_taken};
-pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, authenticate};
+pub use extractor::{AuthUser, Authenticated, MaybeAuthenticated, MaybeBearer, authenticate};
 pub(crate) use extractor::{authenticate_as, check_user};
 pub use passwords::{
     PasswordHasher, hash_blocking as hash_password_blocking,

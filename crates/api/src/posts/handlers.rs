@@ -10,7 +10,7 @@ use newspaper_persistence::{DbConnection, OutboxRepository, PostRepository};
 use super::input::PostInput;
 use super::list::{ListRequest, PageNumber, PostPage};
 use crate::ApiError;
-use crate::auth::{Authenticated, MaybeAuthenticated};
+use crate::auth::{Authenticated, MaybeBearer};
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
 use crate::openapi::{BadRequestBody, ListPostsParams, PostPatch, PostWrite, ValidationErrorBody};
@@ -64,7 +64,7 @@ fn base_url(req: &HttpRequest) -> String {
         (status = 404, description = "No such page (\"Invalid page.\")", body = ErrorDetail)))]
 pub async fn list_posts(
     state: web::Data<AppState>,
-    auth: MaybeAuthenticated,
+    auth: MaybeBearer,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let request = ListRequest::parse(req.query_string())?;
@@ -77,12 +77,13 @@ pub async fn list_posts(
     {
         return Ok(json_at(seq, body));
     }
-    let viewer = auth.viewer();
     let plan = request.clone();
-    // One snapshot for the page and the feed position, so `X-Feed-Seq` is exact.
+    let reader = state.clone();
+    // One snapshot for the caller, the page and the feed position, so `X-Feed-Seq` is exact.
     let (number, page, seq) = state
         .db
         .read_snapshot(move |conn| {
+            let viewer = auth.viewer_in(&reader.tokens, conn)?;
             let seq = OutboxRepository::latest_seq(conn)?;
             let number = match plan.page {
                 PageNumber::Number(n) => n,
@@ -148,13 +149,14 @@ pub async fn create_post(
         (status = 404, description = "No such post, or a draft the caller may not see", body = ErrorDetail)))]
 pub async fn retrieve_post(
     state: web::Data<AppState>,
-    auth: MaybeAuthenticated,
+    auth: MaybeBearer,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let (viewer, id) = (auth.viewer(), PostId(id.into_inner()));
+    let (reader, id) = (state.clone(), PostId(id.into_inner()));
     let (post, seq) = state
         .db
         .read_snapshot(move |conn| {
+            let viewer = auth.viewer_in(&reader.tokens, conn)?;
             let seq = OutboxRepository::latest_seq(conn)?;
             Ok::<_, ApiError>((PostRepository::find_visible_to(conn, &viewer, id)?, seq))
         })
