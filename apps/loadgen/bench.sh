@@ -2,7 +2,8 @@
 # Runs every benchmark of docs/benchmarks.md against a fresh release server on this machine and
 # prints the results. Usage: apps/loadgen/bench.sh [scenario...]
 # Scenarios: http fanout-latency fanout-throughput idle (default), search, and with PostgreSQL
-# (NEWSPAPER_BENCH_POSTGRES_URL) http-postgres-alone search-postgres, and with Redis too
+# (NEWSPAPER_BENCH_POSTGRES_URL) http-postgres-alone search-postgres, lists at scale: archive
+# (SQLite) and archive-postgres (sizes in ARCHIVE_SIZES), and with Redis too
 # (NEWSPAPER_BENCH_REDIS_URL) http-postgres cluster idle-cluster.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +19,7 @@ ulimit -n "$(ulimit -Hn)"
 start_server() {
   pkill -f "$SERVER" 2>/dev/null || true
   sleep 0.5
-  rm -f "$WORK"/news.db*
+  [ -n "${KEEP_DB:-}" ] || rm -f "$WORK"/news.db*
   "$SERVER" --secret-key bench-secret-key-of-at-least-32-bytes --auth-rate-limit 0 --log warn \
     --database-url "$WORK/news.db" --bind 127.0.0.1:8000 "$@" 2>"$WORK/server.log" &
   SERVER_PID=$!
@@ -189,6 +190,111 @@ scenario_idle() {
   echo "## Idle connections: $n"
   start_server
   "$LOADGEN" idle --clients "$n" --hold 5 --server-pid "$SERVER_PID"
+}
+
+# Lists at scale (issue 14): an archive of SIZE posts (one author writes 90%, every 10th post a
+# draft) written through the persistence layer, then every list variant with a token at 64
+# connections for 5 s, and one request at a time for 2 s (the single-request latency).
+ARCHIVE_SIZES=${ARCHIVE_SIZES:-10000 100000 1000000}
+PASSWORD=bench-password-not-common
+
+# archive_users URL: registers the author and the reader.
+archive_users() {
+  for who in author other reader; do
+    curl -sf -X POST "$1/api/auth/register/" -H 'Content-Type: application/json' \
+      -d "{\"email\": \"$who@bench.example\", \"password\": \"$PASSWORD\"}" >/dev/null
+  done
+}
+
+# archive_token URL WHO: a fresh access token.
+archive_token() {
+  curl -sf -X POST "$1/api/auth/token/" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"$2@bench.example\", \"password\": \"$PASSWORD\"}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])'
+}
+
+# archive_measure URL SIZE: every variant, as one table row each.
+archive_measure() {
+  local base=$1 size=$2
+  local author reader author_id cursor
+  author=$(archive_token "$base" author)
+  reader=$(archive_token "$base" reader)
+  author_id=$(curl -sf -H "Authorization: Bearer $author" "$base/api/auth/me/" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  # Page 1,000 (or half-way, in a smaller archive), and the cursor of the page after it, made
+  # as the server makes them.
+  local visible depth
+  visible=$(curl -sf -H "Authorization: Bearer $reader" "$base/api/posts/?page_size=1" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["count"])')
+  depth=$(( visible / 20 < 1000 ? visible / 20 : 1000 ))
+  cursor=$(curl -sf -H "Authorization: Bearer $reader" "$base/api/posts/?page=$depth" | python3 -c '
+import base64, json, sys
+last = json.load(sys.stdin)["results"][-1]
+wire = json.dumps({"o": "-created_at", "k": last["created_at"], "i": last["id"]}, separators=(",", ":"))
+print(base64.urlsafe_b64encode(wire.encode()).decode().rstrip("="))')
+  local variants=(
+    "author: own list|$author|/api/posts/"
+    "author: ?status=draft|$author|/api/posts/?status=draft"
+    "reader: list|$reader|/api/posts/"
+    "reader: ?ordering=title|$reader|/api/posts/?ordering=title"
+    "reader: ?page=$depth|$reader|/api/posts/?page=$depth"
+    "reader: ?author=&ordering=-updated_at|$reader|/api/posts/?author=$author_id&ordering=-updated_at"
+    "reader: ?cursor= after page $depth|$reader|/api/posts/?cursor=$cursor"
+    "reader: ?search=quokka|$reader|/api/posts/?search=quokka"
+  )
+  echo "| posts | request | req/s (64 conn.) | p99 | errors | one at a time, p50 |"
+  echo "|---|---|---|---|---|---|"
+  for variant in "${variants[@]}"; do
+    IFS='|' read -r label token path <<<"$variant"
+    local loaded single
+    loaded=$("$LOADGEN" http --url "$base" --mode list --authenticated --token "$token" --seed 0 \
+      --concurrency 64 --duration 5 --path "$path")
+    single=$("$LOADGEN" http --url "$base" --mode list --authenticated --token "$token" --seed 0 \
+      --concurrency 1 --duration 2 --path "$path")
+    echo "| $size | $label | $(echo "$loaded" | awk '/rate:/ {print $2}') | $(echo "$loaded" |
+      sed -nE 's/.*p99 ([0-9.]+ ms).*/\1/p') | $(echo "$loaded" | awk '/errors:/ {print $2}') | $(echo "$single" |
+      sed -nE 's/.*p50 ([0-9.]+ ms).*/\1/p') |"
+  done
+}
+
+scenario_archive() {
+  for size in $ARCHIVE_SIZES; do
+    echo "## Lists at scale, SQLite, $size posts"
+    start_server
+    archive_users http://127.0.0.1:8000
+    stop_all
+    "$LOADGEN" archive --database-url "$WORK/news.db" --posts "$size" \
+      --author author@bench.example --other other@bench.example 2>/dev/null
+    KEEP_DB=1 start_server
+    archive_measure http://127.0.0.1:8000 "$size"
+    stop_all
+  done
+}
+
+# Each size in its own database (newspaper_archive_SIZE), kept afterwards: with ARCHIVE_REUSE=1
+# an existing one is measured again without being written anew.
+scenario_archive_postgres() {
+  for size in $ARCHIVE_SIZES; do
+    echo "## Lists at scale, PostgreSQL, $size posts"
+    stop_all
+    local name=newspaper_archive_$size
+    local PG_URL=${PG_SERVER%/*}/$name
+    if [ -z "${ARCHIVE_REUSE:-}" ] || ! psql "$PG_URL" -qc "SELECT 1" >/dev/null 2>&1; then
+      psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+      psql "$PG_SERVER" -qc "CREATE DATABASE $name" >/dev/null
+      start_pg_instance
+      archive_users http://127.0.0.1:8000
+      stop_all
+      "$LOADGEN" archive --database-url "$PG_URL" --posts "$size" \
+        --author author@bench.example --other other@bench.example 2>/dev/null
+      # As autovacuum would, soon enough: statistics, the visibility map (index-only scans)
+      # and the trigram indexes' pending lists.
+      psql "$PG_URL" -qc "VACUUM ANALYZE"
+    fi
+    start_pg_instance
+    archive_measure http://127.0.0.1:8000 "$size"
+    stop_all
+  done
 }
 
 scenarios=("$@")

@@ -359,6 +359,16 @@ pub async fn wait_until_expired(token: &str) {
     }
 }
 
+/// The titles of a list page's `results`, in order.
+pub fn titles(page: &Value) -> Vec<String> {
+    page["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list page: {page}"))
+        .iter()
+        .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Status and JSON body of a response (`Value::Null` when empty, `{"_raw": text}` when not JSON).
 pub async fn read(res: reqwest::Response) -> (StatusCode, Value) {
     let status = res.status();

@@ -432,7 +432,7 @@ async fn the_account_flows_work_from_the_page_and_it_loads_nothing_from_elsewher
     events.abort();
 }
 
-/// Access tokens that live two seconds: the page renews its token on the open socket before
+/// Access tokens that live five seconds: the page renews its token on the open socket before
 /// each expiry, so its stream keeps the user's drafts without ever reconnecting; when the
 /// password changes elsewhere the stream is revoked, and the page says the session ended and
 /// goes on anonymously.
@@ -461,6 +461,10 @@ async fn the_demo_page_keeps_its_stream_across_token_expiries_and_ends_it_on_rev
         "goes live",
     )
     .await;
+    // Signing in replaces the anonymous socket; the old one still reads "live" until the page
+    // has reloaded the list, so wait for the new socket by its count, not by the status alone.
+    let anonymous: String = eval(&page, "document.body.dataset.socketsOpened").await;
+    let opened = (anonymous.parse::<u32>().unwrap() + 1).to_string();
     type_into(&page, "#login-email", "ann@example.com").await;
     type_into(&page, "#login-password", PASSWORD).await;
     click(&page, "#login-submit").await;
@@ -469,11 +473,13 @@ async fn the_demo_page_keeps_its_stream_across_token_expiries_and_ends_it_on_rev
     wait_until(
         &page,
         name,
-        "document.getElementById('status').dataset.state === 'live'",
-        "is live as ann",
+        &format!(
+            "document.body.dataset.socketsOpened === '{opened}' && \
+             document.getElementById('status').dataset.state === 'live'"
+        ),
+        "is live as ann on a new socket",
     )
     .await;
-    let opened: String = eval(&page, "document.body.dataset.socketsOpened").await;
 
     // Three renewals on the socket: past several expiries of the token it logged in with.
     let renewals = "[...document.querySelectorAll('#log .log-event')].filter(e => e.dataset.event === 'authenticated').length";

@@ -2,18 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use newspaper_tests::{TestApp, app_tests};
+use newspaper_tests::{TestApp, app_tests, titles};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-
-fn titles(body: &Value) -> Vec<String> {
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["title"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 app_tests! {
     async fn create_returns_201_with_the_post_and_its_author(app) {

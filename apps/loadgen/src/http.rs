@@ -16,7 +16,10 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
-    let token = account(&client, &base).await?;
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => account(&client, &base).await?,
+    };
     let create = match args.mode.as_str() {
         "list" => false,
         "create" => true,
@@ -96,7 +99,7 @@ const VOCABULARY: &[&str] = &[
 
 /// Seed post `i`: `bytes` of vocabulary words (a deterministic pseudo-random walk), with the
 /// rare word in every `rare_every`th post.
-fn seed_content(i: usize, bytes: usize, rare_every: usize) -> String {
+pub(crate) fn seed_content(i: usize, bytes: usize, rare_every: usize) -> String {
     let mut content = String::with_capacity(bytes + 16);
     if rare_every > 0 && i % rare_every == 0 {
         content.push_str("quokka ");

@@ -1,6 +1,8 @@
 //! `loadgen`: load for a running newspaper server — WebSocket fan-out latency and throughput,
-//! idle connection memory, and HTTP request rates. See docs/benchmarks.md for the scenarios.
+//! idle connection memory, and HTTP request rates — and large archives written straight into
+//! its database. See docs/benchmarks.md for the scenarios.
 
+mod archive;
 mod http;
 mod report;
 mod swarm;
@@ -26,6 +28,42 @@ enum Command {
     Idle(IdleArgs),
     /// HTTP request rate of `GET /api/posts/` or `POST /api/posts/` at a fixed concurrency.
     Http(HttpArgs),
+    /// Writes an archive of posts straight into a database through the persistence layer (no
+    /// server, no HTTP), each with its feed event, as fast as the database takes them.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ArchiveArgs {
+    /// The database: an SQLite path or a postgres:// URL (migrated if it is not yet).
+    #[arg(long)]
+    database_url: String,
+    /// Posts to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    posts: usize,
+    /// Email of the existing user who writes most posts.
+    #[arg(long)]
+    author: String,
+    /// Email of an existing user who writes every `other_every`th post.
+    #[arg(long)]
+    other: String,
+    /// How often the other user writes (every Nth post).
+    #[arg(long, default_value_t = 10)]
+    other_every: usize,
+    /// Every Nth post is a draft.
+    #[arg(long, default_value_t = 10)]
+    drafts_every: usize,
+    /// Size of each post's content in bytes.
+    #[arg(long, default_value_t = 300)]
+    content_bytes: usize,
+    /// Every Nth post holds the rare word `quokka` (0: none does).
+    #[arg(long, default_value_t = 10_000)]
+    rare_every: usize,
+    /// Posts per transaction (default: 10,000 on SQLite; 50 on PostgreSQL, where each post is
+    /// written in a savepoint, and a transaction with more than 64 of them slows every
+    /// visibility check down).
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 /// Where the server is.
@@ -106,6 +144,9 @@ struct HttpArgs {
     /// Every Nth seeded post also holds the rare word `quokka` (0: none does).
     #[arg(long, default_value_t = 0)]
     rare_every: usize,
+    /// The access token to send with `--authenticated` requests, instead of a new account's.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 fn secs(raw: &str) -> Result<Duration, String> {
@@ -126,6 +167,10 @@ fn main() -> ExitCode {
             Command::Fanout(args) => swarm::fanout(args).await,
             Command::Idle(args) => swarm::idle(args).await,
             Command::Http(args) => http::run(args).await,
+            Command::Archive(args) => tokio::task::spawn_blocking(move || archive::write(&args))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|done| done),
         }
     });
     match outcome {

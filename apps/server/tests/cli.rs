@@ -30,7 +30,7 @@ fn migrate_applies_once_then_reports_up_to_date() {
     let db = dir.path().join("news.db");
     let (code, out, err) = run(newspaper(&db).args(["--debug", "migrate"]));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches("applied").count(), 5, "{out}");
+    assert_eq!(out.matches("applied").count(), 6, "{out}");
     let (code, out, _) = run(newspaper(&db).args(["--debug", "migrate"]));
     assert_eq!((code, out.contains("up to date")), (0, true), "{out}");
 }
@@ -46,7 +46,7 @@ fn migrate_works_on_postgresql_too() {
     let (code, out, err) =
         run(newspaper(&unused).env("NEWSPAPER_DATABASE_URL", &url).args(["--debug", "migrate"]));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches("applied").count(), 5, "{out}");
+    assert_eq!(out.matches("applied").count(), 6, "{out}");
     let (code, out, _) =
         run(newspaper(&unused).env("NEWSPAPER_DATABASE_URL", &url).args(["--debug", "migrate"]));
     assert_eq!((code, out.contains("up to date")), (0, true), "{out}");

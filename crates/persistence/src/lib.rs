@@ -75,6 +75,8 @@ pub use database::{Database, DatabaseStats, PoolOptions, PooledConnection};
 pub use error::{Cause, PersistenceError};
 pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};
-pub use posts::{NewPost, Page, PostChanges, PostQuery, PostRepository, StatusCounts};
+pub use posts::{
+    Keyset, NewPost, Page, PostChanges, PostQuery, PostRepository, SortKey, StatusCounts,
+};
 pub use tokens::RefreshTokenRepository;
 pub use users::{NewUser, UserRecord, UserRepository};

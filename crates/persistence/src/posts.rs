@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Text, Timestamp as Timestamp_};
 use newspaper_domain::{
     AuthorRef, Post, PostChange, PostId, PostOrdering, PostOrderingField, PostStatus, PostTitle,
     Seq, Timestamp, UserId, Viewer,
@@ -12,9 +12,9 @@ use newspaper_domain::{
 use crate::connection::on_backend;
 use crate::database::write_transaction;
 use crate::outbox::OutboxRepository;
-use crate::schema::{post_counts, posts, users};
+use crate::schema::{author_post_counts, post_counts, posts, users};
 use crate::search::{SearchMatch, TRIGRAM_MATCH};
-use crate::sql_functions::{FixedSql, lower};
+use crate::sql_functions::{FixedPairSql, FixedSql, lower};
 use crate::{DbConnection, PersistenceError};
 
 /// A post to create.
@@ -50,10 +50,44 @@ pub struct PostQuery {
     pub search: Option<String>,
     /// Ordering terms, most significant first.
     pub ordering: Vec<PostOrdering>,
-    /// Rows to skip.
+    /// Rows to skip (page-number pagination); ignored with a `keyset`.
     pub offset: u64,
     /// Rows to return.
     pub limit: u64,
+    /// Where a cursor page starts; with one, the list is ordered by the first ordering term
+    /// and the id alone, and its `count` is not computed.
+    pub keyset: Option<Keyset>,
+}
+
+/// Where a cursor page starts: the rows after a position in the list's order (or, going back,
+/// the rows before it, nearest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset {
+    /// The sort key and id of the post at the position; `None` is the list's start (or, going
+    /// back, its end).
+    pub position: Option<(SortKey, PostId)>,
+    /// Whether the page holds the rows before the position rather than after it.
+    pub backwards: bool,
+}
+
+/// A post's value of the field a list is ordered by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKey {
+    /// `created_at` or `updated_at`.
+    Time(Timestamp),
+    /// `title`.
+    Text(String),
+}
+
+impl SortKey {
+    /// `post`'s value of `field`.
+    pub fn of(post: &Post, field: PostOrderingField) -> Self {
+        match field {
+            PostOrderingField::CreatedAt => Self::Time(post.created_at),
+            PostOrderingField::UpdatedAt => Self::Time(post.updated_at),
+            PostOrderingField::Title => Self::Text(post.title.clone()),
+        }
+    }
 }
 
 impl Default for PostQuery {
@@ -65,6 +99,7 @@ impl Default for PostQuery {
             ordering: vec![PostOrdering::DEFAULT],
             offset: 0,
             limit: 10,
+            keyset: None,
         }
     }
 }
@@ -72,7 +107,7 @@ impl Default for PostQuery {
 /// One page of a list and the size of the whole list.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
-    /// How many items match, over all pages.
+    /// How many items match, over all pages (0 for a keyset page, which does not count).
     pub count: u64,
     /// The items of this page.
     pub items: Vec<T>,
@@ -121,8 +156,26 @@ struct NewPostRow<'a> {
 
 /// SQLite's per-row deadline check (see `limits`).
 const WITHIN_DEADLINE: &str = "newspaper_within_deadline(posts.id)";
-/// Posts whose id is in a JSON array.
+/// Posts whose id is in a JSON array (the array is bound after it, then `))`).
 const AMONG_IDS: &str = "posts.id IN (SELECT value FROM json_each(";
+/// Posts whose id is in a JSON array (bound between the parts), on SQLite.
+const AMONG_IDS_SQLITE: &[&str] = &[AMONG_IDS, "))"];
+/// Posts whose id is in a JSON array (bound between the parts), on PostgreSQL.
+const AMONG_IDS_POSTGRES: &[&str] =
+    &["posts.id IN (SELECT value::bigint FROM json_array_elements_text(CAST(", " AS json)))"];
+
+/// A keyset page's start, `(posts.<field>, posts.id) > (?, ?)` (the rows after a position, read
+/// in ascending order) or `<` (read descending): a range of the ordering's index.
+fn keyset_parts(field: PostOrderingField, descending: bool) -> &'static [&'static str; 3] {
+    match (field, descending) {
+        (PostOrderingField::CreatedAt, false) => &["(posts.created_at, posts.id) > (", ", ", ")"],
+        (PostOrderingField::CreatedAt, true) => &["(posts.created_at, posts.id) < (", ", ", ")"],
+        (PostOrderingField::UpdatedAt, false) => &["(posts.updated_at, posts.id) > (", ", ", ")"],
+        (PostOrderingField::UpdatedAt, true) => &["(posts.updated_at, posts.id) < (", ", ", ")"],
+        (PostOrderingField::Title, false) => &["(posts.title, posts.id) > (", ", ", ")"],
+        (PostOrderingField::Title, true) => &["(posts.title, posts.id) < (", ", ", ")"],
+    }
+}
 /// A `LIKE` pattern over the title or content, lower-cased for all of Unicode on SQLite.
 const CASEFOLDED_LIKE: &[&str] = &[
     "(newspaper_casefold(posts.title) LIKE ",
@@ -137,37 +190,6 @@ pub struct StatusCounts {
     pub draft: i64,
     /// Published posts.
     pub published: i64,
-}
-
-/// Moves the per-status counters by `draft` and `published` in one statement, in the caller's
-/// transaction (one statement locks both rows in one order, whatever the change).
-fn adjust_counts(
-    conn: &mut DbConnection,
-    draft: i64,
-    published: i64,
-) -> Result<(), PersistenceError> {
-    let delta = diesel::dsl::case_when::<_, _, BigInt>(
-        post_counts::status.eq(PostStatus::Draft.as_str()),
-        draft,
-    )
-    .otherwise(published);
-    let rows = diesel::update(post_counts::table)
-        .set(post_counts::count.eq(post_counts::count + delta))
-        .execute(conn)?;
-    if rows == 2 {
-        Ok(())
-    } else {
-        Err(PersistenceError::corrupt(format!("post_counts has {rows} rows, not 2"), None))
-    }
-}
-
-/// The counter deltas of a post leaving `from` (if any) for `to` (if any).
-fn count_deltas(from: Option<PostStatus>, to: Option<PostStatus>) -> (i64, i64) {
-    let weight = |status: Option<PostStatus>, of: PostStatus| i64::from(status == Some(of));
-    (
-        weight(to, PostStatus::Draft) - weight(from, PostStatus::Draft),
-        weight(to, PostStatus::Published) - weight(from, PostStatus::Published),
-    )
 }
 
 /// The columns an update writes: only those whose value changes.
@@ -214,8 +236,6 @@ impl PostRepository {
                 .values(&row)
                 .returning(posts::id)
                 .get_result(c))?;
-            let (draft, published) = count_deltas(None, Some(new.status));
-            adjust_counts(conn, draft, published)?;
             let post = Post {
                 id: PostId(id),
                 title: new.title.into_inner(),
@@ -305,10 +325,6 @@ impl PostRepository {
             if rows == 0 {
                 return Err(PersistenceError::NotFound);
             }
-            if status.is_some() {
-                let (draft, published) = count_deltas(Some(current.status), Some(updated.status));
-                adjust_counts(conn, draft, published)?;
-            }
             let seq = OutboxRepository::append(
                 conn,
                 &PostChange::updated(current, &updated).into(),
@@ -329,8 +345,6 @@ impl PostRepository {
             if rows == 0 {
                 return Err(PersistenceError::NotFound);
             }
-            let (draft, published) = count_deltas(Some(current.status), None);
-            adjust_counts(conn, draft, published)?;
             OutboxRepository::append(conn, &PostChange::deleted(current).into(), now)
         })
     }
@@ -438,76 +452,155 @@ impl PostRepository {
             }};
         }
 
+        let mut own_drafts = 0;
         let (count_parts, page_visibility) = match viewer {
             Viewer::Anonymous => (vec![Visible::Published], Visible::Published),
             Viewer::User { is_staff: true, .. } => (vec![Visible::All], Visible::All),
-            // Published posts plus one's own drafts: two disjoint sets, each counted by index.
-            Viewer::User { id, .. } => (
-                vec![Visible::Published, Visible::DraftsOf(*id)],
-                Visible::PublishedOrDraftsOf(*id),
-            ),
+            // Published posts plus one's own drafts: two disjoint sets, counted apart. A user
+            // with no drafts at all (most readers) sees what the public sees, and a page is
+            // then a range of the status index rather than a walk that tests every entry.
+            Viewer::User { id, .. } => {
+                own_drafts = Self::counted(conn, Some(PostStatus::Draft), Some(*id))?;
+                if own_drafts == 0 {
+                    (vec![Visible::Published], Visible::Published)
+                } else {
+                    (
+                        vec![Visible::Published, Visible::DraftsOf(*id)],
+                        Visible::PublishedOrDraftsOf(*id),
+                    )
+                }
+            }
         };
-        // Without a search or author filter, whole statuses are counted by the counters kept
-        // with every write; only a user's own drafts need counting.
-        let unfiltered = search.is_none() && query.author.is_none();
-        let stored = if unfiltered { Some(Self::count_by_status(conn)?) } else { None };
+        // Without a search, every count is read from the counters the triggers keep; a
+        // search counts its matches, which the trigram index bounds.
         let wanted = |status: PostStatus| query.status.is_none_or(|s| s == status);
         let mut count: i64 = 0;
-        for part in count_parts {
-            count += match (&stored, part) {
-                (Some(stored), Visible::Published) => {
-                    if wanted(PostStatus::Published) {
-                        stored.published
-                    } else {
-                        0
+        if query.keyset.is_none() {
+            for part in count_parts {
+                count += match part {
+                    Visible::Published if !wanted(PostStatus::Published) => 0,
+                    Visible::DraftsOf(_) if !wanted(PostStatus::Draft) => 0,
+                    Visible::DraftsOf(id) if query.author.is_some_and(|a| a != id) => 0,
+                    _ if search.is_some() => {
+                        filtered!(posts::table, part).select(count_star()).first::<i64>(conn)?
                     }
-                }
-                (Some(stored), Visible::All) => {
-                    (if wanted(PostStatus::Published) { stored.published } else { 0 })
-                        + (if wanted(PostStatus::Draft) { stored.draft } else { 0 })
-                }
-                (_, Visible::DraftsOf(_)) if !wanted(PostStatus::Draft) => 0,
-                _ => filtered!(posts::table, part).select(count_star()).first::<i64>(conn)?,
-            };
+                    Visible::Published => {
+                        Self::counted(conn, Some(PostStatus::Published), query.author)?
+                    }
+                    Visible::DraftsOf(_) => own_drafts,
+                    Visible::All | Visible::PublishedOrDraftsOf(_) => {
+                        Self::counted(conn, query.status, query.author)?
+                    }
+                };
+            }
         }
-        if query.limit == 0 || query.offset >= u64::try_from(count).unwrap_or_default() {
-            return Ok(Page { count: u64::try_from(count).unwrap_or_default(), items: Vec::new() });
+        let count = u64::try_from(count).unwrap_or_default();
+        if query.limit == 0 || (query.keyset.is_none() && query.offset >= count) {
+            return Ok(Page { count, items: Vec::new() });
         }
-        let mut page = filtered!(posts::table.inner_join(users::table), page_visibility)
-            .select((PostRow::as_select(), users::username));
-        for term in &query.ordering {
-            page = match (term.field, term.descending) {
+
+        // The page in two statements: its ids from an index that holds every column the
+        // filters test (the rows a deep page skips are never read), then its rows by id.
+        let keyset = query.keyset.as_ref();
+        let terms = match keyset {
+            Some(_) => &query.ordering[..query.ordering.len().min(1)],
+            None => &query.ordering[..],
+        };
+        // A backwards page is read in the reverse order, from its position, then turned round.
+        let backwards = keyset.is_some_and(|k| k.backwards);
+        let mut ids_query = filtered!(posts::table, page_visibility).select(posts::id);
+        if let Some((key, id)) = keyset.and_then(|k| k.position.as_ref()) {
+            let term = terms.first().copied().unwrap_or(PostOrdering::DEFAULT);
+            let parts = keyset_parts(term.field, term.descending != backwards);
+            ids_query =
+                match key {
+                    SortKey::Time(at) => ids_query.filter(
+                        FixedPairSql::<Timestamp_, _, BigInt, _>::new(parts, at.naive_utc(), id.0),
+                    ),
+                    SortKey::Text(text) => ids_query
+                        .filter(FixedPairSql::<Text, _, BigInt, _>::new(parts, text.clone(), id.0)),
+                };
+        }
+        for term in terms {
+            ids_query = match (term.field, term.descending != backwards) {
                 (PostOrderingField::CreatedAt, false) => {
-                    page.then_order_by(posts::created_at.asc())
+                    ids_query.then_order_by(posts::created_at.asc())
                 }
                 (PostOrderingField::CreatedAt, true) => {
-                    page.then_order_by(posts::created_at.desc())
+                    ids_query.then_order_by(posts::created_at.desc())
                 }
                 (PostOrderingField::UpdatedAt, false) => {
-                    page.then_order_by(posts::updated_at.asc())
+                    ids_query.then_order_by(posts::updated_at.asc())
                 }
                 (PostOrderingField::UpdatedAt, true) => {
-                    page.then_order_by(posts::updated_at.desc())
+                    ids_query.then_order_by(posts::updated_at.desc())
                 }
-                (PostOrderingField::Title, false) => page.then_order_by(posts::title.asc()),
-                (PostOrderingField::Title, true) => page.then_order_by(posts::title.desc()),
+                (PostOrderingField::Title, false) => ids_query.then_order_by(posts::title.asc()),
+                (PostOrderingField::Title, true) => ids_query.then_order_by(posts::title.desc()),
             };
         }
-        // A total order, so that pages never repeat or skip rows with equal sort keys.
-        let newest_first = query.ordering.first().is_none_or(|t| t.descending);
-        page = if newest_first {
-            page.then_order_by(posts::id.desc())
+        // A total order, so that pages never repeat or skip rows with equal sort keys; the id
+        // runs the way the first term does, as the indexes hold it.
+        let newest_first = terms.first().is_none_or(|t| t.descending) != backwards;
+        ids_query = if newest_first {
+            ids_query.then_order_by(posts::id.desc())
         } else {
-            page.then_order_by(posts::id.asc())
+            ids_query.then_order_by(posts::id.asc())
         };
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
-        let rows: Vec<(PostRow, String)> = page.limit(limit).offset(offset).load(conn)?;
-        let items = rows
+        let offset =
+            if keyset.is_some() { 0 } else { i64::try_from(query.offset).unwrap_or(i64::MAX) };
+        let mut ids: Vec<i64> = ids_query.limit(limit).offset(offset).load(conn)?;
+        if backwards {
+            ids.reverse();
+        }
+        if ids.is_empty() {
+            return Ok(Page { count, items: Vec::new() });
+        }
+        let among = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
+        let as_json = serde_json::to_string(&ids)
+            .map_err(|e| PersistenceError::corrupt("a page's ids", Some(e.into())))?;
+        let rows: Vec<(PostRow, String)> = posts::table
+            .inner_join(users::table)
+            .filter(FixedSql::<Text, _>::new(among, as_json))
+            .select((PostRow::as_select(), users::username))
+            .load(conn)?;
+        let position: std::collections::HashMap<i64, usize> =
+            ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+        let mut items = rows
             .into_iter()
             .map(|(row, username)| row.into_post(username))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { count: u64::try_from(count).unwrap_or_default(), items })
+        items.sort_by_key(|post| position.get(&post.id.0).copied().unwrap_or(usize::MAX));
+        Ok(Page { count, items })
+    }
+
+    /// How many posts of `status` (any, if `None`), by `author` if given, the counters hold.
+    fn counted(
+        conn: &mut DbConnection,
+        status: Option<PostStatus>,
+        author: Option<UserId>,
+    ) -> Result<i64, PersistenceError> {
+        let counts: Vec<i64> = match author {
+            None => {
+                let mut q = post_counts::table.select(post_counts::count).into_boxed();
+                if let Some(status) = status {
+                    q = q.filter(post_counts::status.eq(status.as_str()));
+                }
+                q.load(conn)?
+            }
+            Some(author) => {
+                let mut q = author_post_counts::table
+                    .select(author_post_counts::count)
+                    .filter(author_post_counts::author_id.eq(author.0))
+                    .into_boxed();
+                if let Some(status) = status {
+                    q = q.filter(author_post_counts::status.eq(status.as_str()));
+                }
+                q.load(conn)?
+            }
+        };
+        Ok(counts.into_iter().sum())
     }
 }
 
@@ -520,15 +613,5 @@ mod tests {
         assert!(WITHIN_DEADLINE.starts_with(crate::limits::DEADLINE_FUNCTION));
         assert!(CASEFOLDED_LIKE[0].contains(crate::search::CASEFOLD_FUNCTION));
         assert!(CASEFOLDED_LIKE[1].contains(crate::search::CASEFOLD_FUNCTION));
-    }
-
-    #[test]
-    fn counter_deltas_follow_the_status() {
-        use PostStatus::{Draft, Published};
-        assert_eq!(count_deltas(None, Some(Draft)), (1, 0));
-        assert_eq!(count_deltas(Some(Draft), Some(Published)), (-1, 1));
-        assert_eq!(count_deltas(Some(Published), Some(Draft)), (1, -1));
-        assert_eq!(count_deltas(Some(Published), None), (0, -1));
-        assert_eq!(count_deltas(Some(Draft), Some(Draft)), (0, 0));
     }
 }

@@ -1,6 +1,14 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    author_post_counts (author_id, status) {
+        author_id -> BigInt,
+        status -> Text,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
     outbox_state (id) {
         id -> BigInt,
         published_seq -> BigInt,
@@ -65,6 +73,7 @@ diesel::joinable!(posts -> users (author_id));
 diesel::joinable!(refresh_token_blacklist -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    author_post_counts,
     outbox_state,
     post_counts,
     post_events,

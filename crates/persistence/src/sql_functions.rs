@@ -83,3 +83,54 @@ impl<QS, ST, T> AppearsOnTable<QS> for FixedSql<ST, T> {}
 impl<ST, T, GB> ValidGrouping<GB> for FixedSql<ST, T> {
     type IsAggregate = is_aggregate::Never;
 }
+
+/// A condition written in SQL, fixed at compile time, with two values bound in turn between
+/// its three parts: `parts[0] first parts[1] second parts[2]`. Prepared once per connection, as
+/// [`FixedSql`] is.
+#[derive(Debug, Clone)]
+pub(crate) struct FixedPairSql<ST1, T1, ST2, T2> {
+    parts: &'static [&'static str; 3],
+    first: T1,
+    second: T2,
+    sql_types: PhantomData<(ST1, ST2)>,
+}
+
+impl<ST1, T1, ST2, T2> FixedPairSql<ST1, T1, ST2, T2> {
+    /// `parts[0] first parts[1] second parts[2]`.
+    pub(crate) const fn new(parts: &'static [&'static str; 3], first: T1, second: T2) -> Self {
+        Self { parts, first, second, sql_types: PhantomData }
+    }
+}
+
+impl<ST1, T1, ST2, T2> Expression for FixedPairSql<ST1, T1, ST2, T2> {
+    type SqlType = Bool;
+}
+
+impl<ST1, T1, ST2, T2, DB> QueryFragment<DB> for FixedPairSql<ST1, T1, ST2, T2>
+where
+    DB: Backend + HasSqlType<ST1> + HasSqlType<ST2>,
+    T1: ToSql<ST1, DB>,
+    T2: ToSql<ST2, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(self.parts[0]);
+        out.push_bind_param::<ST1, T1>(&self.first)?;
+        out.push_sql(self.parts[1]);
+        out.push_bind_param::<ST2, T2>(&self.second)?;
+        out.push_sql(self.parts[2]);
+        Ok(())
+    }
+}
+
+impl<ST1, T1, ST2, T2> QueryId for FixedPairSql<ST1, T1, ST2, T2> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<QS, ST1, T1, ST2, T2> SelectableExpression<QS> for FixedPairSql<ST1, T1, ST2, T2> {}
+
+impl<QS, ST1, T1, ST2, T2> AppearsOnTable<QS> for FixedPairSql<ST1, T1, ST2, T2> {}
+
+impl<ST1, T1, ST2, T2, GB> ValidGrouping<GB> for FixedPairSql<ST1, T1, ST2, T2> {
+    type IsAggregate = is_aggregate::Never;
+}

@@ -164,6 +164,9 @@ pub struct Access {
     pub indexes: std::collections::BTreeSet<String>,
     /// Tables read row by row without an index.
     pub full_scans: std::collections::BTreeSet<String>,
+    /// Sorts of rows no index delivered in order (SQLite's temporary B-trees; PostgreSQL's
+    /// statistics do not tell).
+    pub sorts: usize,
     /// The plans as the database printed them (SQLite), for failure messages.
     pub plans: Vec<String>,
 }
@@ -268,6 +271,10 @@ pub fn access_of<T>(
 
 /// Reads one line of SQLite's `EXPLAIN QUERY PLAN`.
 fn record_sqlite_step(detail: &str, access: &mut Access) {
+    if detail.starts_with("USE TEMP B-TREE") {
+        access.sorts += 1;
+        return;
+    }
     let words: Vec<&str> = detail.split_whitespace().collect();
     let (Some(&verb), Some(&table)) = (words.first(), words.get(1)) else { return };
     if verb != "SEARCH" && verb != "SCAN" {

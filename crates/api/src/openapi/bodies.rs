@@ -142,6 +142,17 @@ pub enum BadRequestBody {
 #[derive(Serialize, ToSchema)]
 pub struct Empty {}
 
+/// A page of posts: numbered, with a `count` (the default), or by cursor (`?cursor=`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PostListPage {
+    /// Page-number pagination.
+    Numbered(crate::posts::PostPage),
+    /// Cursor pagination.
+    Cursor(crate::posts::PostCursorPage),
+}
+
 /// Query parameters of `GET /api/posts/`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -150,6 +161,11 @@ pub struct ListPostsParams {
     /// Page number from 1, or `last`; a page past the end is a 404.
     #[param(pattern = "^([1-9][0-9]*|last)$", example = "2")]
     page: Option<String>,
+    /// Cursor pagination instead of page numbers: empty for the first page, then the opaque
+    /// value of a `next` or `previous` link; any depth costs what the first page costs. A
+    /// cursor belongs to the first `ordering` term it was made for; any other is a 404
+    /// ("Invalid cursor").
+    cursor: Option<String>,
     /// Rows per page, at least 1 (default 10); more than 100 is taken as 100.
     #[param(minimum = 1, example = 20)]
     page_size: Option<i64>,

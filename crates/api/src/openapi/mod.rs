@@ -10,8 +10,8 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 pub use bodies::{
     BadRequestBody, Empty, ListPostsParams, LoginRequest, PasswordChangeRequest,
-    PasswordResetConfirmRequest, PasswordResetRequest, PostPatch, PostWrite, RefreshRequest,
-    RegisterRequest, ValidationErrorBody, VerifyRequest,
+    PasswordResetConfirmRequest, PasswordResetRequest, PostListPage, PostPatch, PostWrite,
+    RefreshRequest, RegisterRequest, ValidationErrorBody, VerifyRequest,
 };
 use rules::{BearerScheme, CommonResponses, ValidationRules};
 use utoipa::OpenApi;

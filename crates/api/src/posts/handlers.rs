@@ -8,12 +8,14 @@ use newspaper_domain::{Post, PostId, Seq, Viewer, now};
 use newspaper_persistence::{DbConnection, OutboxRepository, PostRepository};
 
 use super::input::PostInput;
-use super::list::{ListRequest, PageNumber, PostPage};
+use super::list::{ListRequest, PageNumber};
 use crate::ApiError;
 use crate::auth::{Authenticated, MaybeBearer};
 use crate::error::ErrorDetail;
 use crate::json_body::JsonObject;
-use crate::openapi::{BadRequestBody, ListPostsParams, PostPatch, PostWrite, ValidationErrorBody};
+use crate::openapi::{
+    BadRequestBody, ListPostsParams, PostListPage, PostPatch, PostWrite, ValidationErrorBody,
+};
 use crate::state::AppState;
 
 /// Whether `viewer` may change `post`: 404 if they cannot see it, 403 if they may not change it.
@@ -56,12 +58,12 @@ fn base_url(req: &HttpRequest) -> String {
 #[utoipa::path(get, path = "/api/posts/", tag = "posts", params(ListPostsParams),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "A page of the posts the caller may see", body = PostPage,
+        (status = 200, description = "A page of the posts the caller may see: numbered (with `count`), or by `cursor`", body = PostListPage,
             headers(("X-Feed-Seq" = i64,
             description = "The feed position this page was read at: open /ws/blog/?since= it to stream exactly the changes after it"))),
         (status = 400, description = "An invalid filter or page size", body = ValidationErrorBody),
         (status = 401, description = "A token was sent and is invalid", body = ErrorDetail),
-        (status = 404, description = "No such page (\"Invalid page.\")", body = ErrorDetail)))]
+        (status = 404, description = "No such page (\"Invalid page.\") or an unreadable cursor (\"Invalid cursor\")", body = ErrorDetail)))]
 pub async fn list_posts(
     state: web::Data<AppState>,
     auth: MaybeBearer,
@@ -85,6 +87,10 @@ pub async fn list_posts(
         .read_snapshot(move |conn| {
             let viewer = auth.viewer_in(&reader.tokens, conn)?;
             let seq = OutboxRepository::latest_seq(conn)?;
+            if let Some(query) = plan.query_for_cursor() {
+                let page = PostRepository::list_visible_to(conn, &viewer, &query)?;
+                return Ok::<_, ApiError>((None, page, seq));
+            }
             let number = match plan.page {
                 PageNumber::Number(n) => n,
                 PageNumber::Last => {
@@ -96,12 +102,16 @@ pub async fn list_posts(
             };
             let page =
                 PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
-            Ok::<_, ApiError>((number, page, seq))
+            Ok((Some(number), page, seq))
         })
         .await?;
-    let page = request.paginate(&base, number, page.count, page.items)?;
-    let body =
-        Bytes::from(serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let body = match number {
+        Some(number) => {
+            serde_json::to_vec(&request.paginate(&base, number, page.count, page.items)?)
+        }
+        None => serde_json::to_vec(&request.paginate_by_cursor(&base, page.items)),
+    };
+    let body = Bytes::from(body.map_err(|e| ApiError::Internal(e.to_string()))?);
     if let Some(key) = cache_key {
         state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
     }

@@ -1,12 +1,13 @@
-//! The list query (`page`, `page_size`, `status`, `author`, `search`, `ordering`) and DRF's
-//! page-number pagination with absolute `next` / `previous` links.
+//! The list query (`page` or `cursor`, `page_size`, `status`, `author`, `search`, `ordering`)
+//! and DRF's page-number and cursor pagination with absolute `next` / `previous` links.
 
 use newspaper_domain::{Post, PostOrdering, PostStatus, UserId, ValidationErrors, check_max_chars};
-use newspaper_persistence::PostQuery;
+use newspaper_persistence::{Keyset, PostQuery};
 use serde::Serialize;
 use url::Url;
 use utoipa::ToSchema;
 
+use super::cursor::{self, PostCursorPage};
 use crate::ApiError;
 
 /// Rows per page unless `page_size` says otherwise.
@@ -44,6 +45,8 @@ pub(crate) struct ListRequest {
     pub(crate) page: PageNumber,
     pub(crate) page_size: u64,
     pub(crate) query: PostQuery,
+    /// Where a cursor page starts, when the request asks for one (`?cursor=`).
+    pub(crate) cursor: Option<Keyset>,
     pairs: Vec<(String, String)>,
 }
 
@@ -119,13 +122,81 @@ impl ListRequest {
             errors.check("search", check_max_chars(term, MAX_SEARCH_CHARS));
         }
         errors.into_result(())?;
-        let ordering = PostOrdering::parse_list(get("ordering").unwrap_or(""));
+        let mut ordering = PostOrdering::parse_list(get("ordering").unwrap_or(""));
+        // A cursor is a position in one order: the first term's, with the id breaking ties.
+        let cursor = match get("cursor") {
+            None => None,
+            Some(raw) => {
+                ordering.truncate(1);
+                Some(cursor::decode(
+                    raw,
+                    ordering.first().copied().unwrap_or(PostOrdering::DEFAULT),
+                )?)
+            }
+        };
         Ok(Self {
             page,
             page_size,
-            query: PostQuery { status, author, search, ordering, offset: 0, limit: page_size },
+            query: PostQuery {
+                status,
+                author,
+                search,
+                ordering,
+                offset: 0,
+                limit: page_size,
+                keyset: None,
+            },
+            cursor,
             pairs,
         })
+    }
+
+    /// The query for the cursor page, when the request asks for one: one row more than the
+    /// page, which tells whether there is more beyond it.
+    pub(crate) fn query_for_cursor(&self) -> Option<PostQuery> {
+        self.cursor.clone().map(|keyset| PostQuery {
+            limit: self.page_size + 1,
+            keyset: Some(keyset),
+            ..self.query.clone()
+        })
+    }
+
+    /// Wraps the rows a cursor query found (up to one more than a page) as a page with links.
+    pub(crate) fn paginate_by_cursor(&self, base: &str, mut rows: Vec<Post>) -> PostCursorPage {
+        let ordering = self.query.ordering.first().copied().unwrap_or(PostOrdering::DEFAULT);
+        let keyset = self.cursor.as_ref();
+        let backwards = keyset.is_some_and(|k| k.backwards);
+        let more = rows.len() as u64 > self.page_size;
+        if more {
+            // The extra row is the one farthest from the position.
+            if backwards {
+                rows.remove(0);
+            } else {
+                rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
+            }
+        }
+        let started = keyset.is_some_and(|k| k.position.is_some());
+        let link = |post: Option<&Post>, back: bool| {
+            Some(self.link_with(base, "cursor", Some(&cursor::encode(ordering, post, back))))
+        };
+        let (next, previous) = if backwards {
+            let next = match rows.last() {
+                Some(last) => link(Some(last), false),
+                // Nothing before the position: the list starts here.
+                None => Some(self.link_with(base, "cursor", Some(""))),
+            };
+            (next, if more { link(rows.first(), true) } else { None })
+        } else {
+            let next = if more { link(rows.last(), false) } else { None };
+            let previous = match rows.first() {
+                _ if !started => None,
+                Some(first) => link(Some(first), true),
+                // Nothing after the position: back to the list's last page.
+                None => link(None, true),
+            };
+            (next, previous)
+        };
+        PostCursorPage { next, previous, results: rows }
     }
 
     /// The query for page `number`.
@@ -145,30 +216,34 @@ impl ListRequest {
         if number > pages {
             return Err(invalid_page());
         }
-        let next = (number < pages).then(|| self.link(base, Some(number + 1)));
-        let previous = (number > 1).then(|| self.link(base, (number > 2).then_some(number - 1)));
+        let page_link = |page: Option<u64>| {
+            self.link_with(base, "page", page.map(|n| n.to_string()).as_deref())
+        };
+        let next = (number < pages).then(|| page_link(Some(number + 1)));
+        let previous = (number > 1).then(|| page_link((number > 2).then_some(number - 1)));
         Ok(PostPage { count, next, previous, results })
     }
 
-    /// `base` with the original parameters and `page` replaced (removed for page 1).
-    fn link(&self, base: &str, page: Option<u64>) -> String {
+    /// `base` with the original parameters and `param` replaced by `value` (removed for
+    /// `None`), in its place.
+    fn link_with(&self, base: &str, param: &str, value: Option<&str>) -> String {
         let Ok(mut url) = Url::parse(base) else { return base.to_owned() };
         {
             let mut query = url.query_pairs_mut();
             query.clear();
-            let mut wrote_page = false;
-            for (key, value) in &self.pairs {
-                if key == "page" {
-                    if let (Some(page), false) = (page, wrote_page) {
-                        query.append_pair("page", &page.to_string());
-                        wrote_page = true;
+            let mut wrote = false;
+            for (key, old) in &self.pairs {
+                if key == param {
+                    if let (Some(value), false) = (value, wrote) {
+                        query.append_pair(param, value);
+                        wrote = true;
                     }
                 } else {
-                    query.append_pair(key, value);
+                    query.append_pair(key, old);
                 }
             }
-            if let (Some(page), false) = (page, wrote_page) {
-                query.append_pair("page", &page.to_string());
+            if let (Some(value), false) = (value, wrote) {
+                query.append_pair(param, value);
             }
         }
         if url.query() == Some("") {

@@ -1,0 +1,16 @@
+DROP INDEX posts_author_title_idx;
+DROP INDEX posts_status_title_idx;
+DROP INDEX posts_title_idx;
+DROP INDEX posts_author_updated_idx;
+DROP INDEX posts_status_updated_idx;
+DROP INDEX posts_updated_idx;
+DROP INDEX posts_author_created_idx;
+DROP INDEX posts_status_created_idx;
+DROP INDEX posts_created_idx;
+CREATE INDEX posts_created_idx ON posts (created_at);
+CREATE INDEX posts_status_created_idx ON posts (status, created_at);
+CREATE INDEX posts_author_created_idx ON posts (author_id, created_at);
+DROP TRIGGER posts_count_after_update;
+DROP TRIGGER posts_count_after_delete;
+DROP TRIGGER posts_count_after_insert;
+DROP TABLE author_post_counts;
