@@ -255,6 +255,12 @@ print(base64.urlsafe_b64encode(wire.encode()).decode().rstrip("="))')
       sed -nE 's/.*p99 ([0-9.]+ ms).*/\1/p') | $(echo "$loaded" | awk '/errors:/ {print $2}') | $(echo "$single" |
       sed -nE 's/.*p50 ([0-9.]+ ms).*/\1/p') |"
   done
+  # The feed's replay: streams resuming 1,000 events back, one after the other.
+  local replay
+  replay=$("$LOADGEN" replay --url "$base" --token "$author" --back 1000 --duration 5)
+  echo "| $size | feed: \`?since=\` 1,000 events back, streams/s (one at a time) | $(echo "$replay" |
+    awk '/streams:/ {printf "%.0f", $2 / 5}') | $(echo "$replay" | sed -nE 's/.*p99 ([0-9.]+ ms).*/\1/p') | 0 | $(echo "$replay" |
+    sed -nE 's/.*p50 ([0-9.]+ ms).*/\1/p') |"
 }
 
 scenario_archive() {

@@ -28,9 +28,26 @@ enum Command {
     Idle(IdleArgs),
     /// HTTP request rate of `GET /api/posts/` or `POST /api/posts/` at a fixed concurrency.
     Http(HttpArgs),
+    /// Streams that resume from a feed position: how long the replay of the last N events takes.
+    Replay(ReplayArgs),
     /// Writes an archive of posts straight into a database through the persistence layer (no
     /// server, no HTTP), each with its feed event, as fast as the database takes them.
     Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The access token of a user who sees every event replayed (their author, or staff).
+    #[arg(long)]
+    token: String,
+    /// How many events back from the head each stream resumes.
+    #[arg(long, default_value_t = 1000)]
+    back: i64,
+    /// How long to keep opening streams, one after the other.
+    #[arg(long, default_value = "5", value_parser = secs)]
+    duration: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +184,7 @@ fn main() -> ExitCode {
             Command::Fanout(args) => swarm::fanout(args).await,
             Command::Idle(args) => swarm::idle(args).await,
             Command::Http(args) => http::run(args).await,
+            Command::Replay(args) => swarm::replay(args).await,
             Command::Archive(args) => tokio::task::spawn_blocking(move || archive::write(&args))
                 .await
                 .map_err(|e| e.to_string())

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::report::{account, feed_size, histogram, percentiles, total_rss_kib};
-use crate::{FanoutArgs, IdleArgs};
+use crate::{FanoutArgs, IdleArgs, ReplayArgs};
 
 type Socket = WebSocketStream<TcpStream>;
 
@@ -25,6 +25,11 @@ fn authority(url: &str) -> Result<SocketAddr, String> {
 }
 
 async fn connect(server: SocketAddr, source: Ipv4Addr) -> Result<Socket, String> {
+    connect_to(server, source, "").await
+}
+
+/// A stream of the feed with `query` (e.g. `?since=5`).
+async fn connect_to(server: SocketAddr, source: Ipv4Addr, query: &str) -> Result<Socket, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket.bind(SocketAddr::new(source.into(), 0)).map_err(|e| format!("bind {source}: {e}"))?;
     let stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
@@ -33,7 +38,7 @@ async fn connect(server: SocketAddr, source: Ipv4Addr) -> Result<Socket, String>
     // Small buffers: tens of thousands of these share one machine with the server.
     config.read_buffer_size = 4096;
     config.write_buffer_size = 0;
-    let url = format!("ws://{server}/ws/blog/");
+    let url = format!("ws://{server}/ws/blog/{query}");
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -313,6 +318,61 @@ pub(crate) async fn idle(args: IdleArgs) -> Result<(), String> {
             after.saturating_sub(before) as f64 / args.clients as f64
         );
     }
+    Ok(())
+}
+
+/// Opens streams one after the other, each resuming `back` events before the head, and times
+/// each until it has received the head's event.
+pub(crate) async fn replay(args: ReplayArgs) -> Result<(), String> {
+    let base = args.target.url.first().cloned().ok_or("no --url")?;
+    let server = authority(&base)?;
+    let client = reqwest::Client::new();
+    let res = client
+        .get(format!("{base}/api/posts/?page_size=1"))
+        .bearer_auth(&args.token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let head: i64 = res
+        .headers()
+        .get("X-Feed-Seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or("no X-Feed-Seq on the list")?;
+    let since = (head - args.back).max(0);
+    let query = format!("?since={since}&token={}", args.token);
+    let mut latencies = histogram();
+    let mut frames = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < args.duration {
+        let opened = Instant::now();
+        let mut ws = connect_to(server, Ipv4Addr::LOCALHOST, &query).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let event: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if event["event"] == "resync_required" {
+                        return Err(format!("seq {since} is no longer retained"));
+                    }
+                    if let Some(seq) = event["seq"].as_i64() {
+                        frames += 1;
+                        if seq >= head {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => return Err(format!("the stream ended before the head: {other:?}")),
+            }
+        }
+        let _ = latencies.record(opened.elapsed().as_micros() as u64);
+        let _ = ws.close(None).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("replay of {} events (since={since}): {:.1} s", head - since, elapsed);
+    println!("  streams:       {}", latencies.len());
+    println!("  events/s:      {:.0}", frames as f64 / elapsed);
+    println!("  open to head:  {}", percentiles(&latencies));
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! How long a statement may run. PostgreSQL stops statements itself (`statement_timeout`, set
 //! on every connection). SQLite has no such setting, so list queries call a function of ours
-//! on every row they look at, which fails the statement once the deadline of the read it
-//! belongs to has passed: an expensive search stops instead of holding a connection.
+//! on the rows they look at (one in 64, by id), which fails the statement once the deadline of
+//! the read it belongs to has passed: an expensive search stops instead of holding a connection.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use diesel::sql_types::{BigInt, Bool};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, SqliteConnection};
 
-/// The SQL function list queries call per row on SQLite.
+/// The SQL function list queries call on the rows they look at, on SQLite.
 pub(crate) const DEADLINE_FUNCTION: &str = "newspaper_within_deadline";
 /// The error a statement stopped by the deadline fails with.
 pub(crate) const DEADLINE_MESSAGE: &str = "statement deadline exceeded";

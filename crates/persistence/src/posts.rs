@@ -154,8 +154,10 @@ struct NewPostRow<'a> {
     updated_at: NaiveDateTime,
 }
 
-/// SQLite's per-row deadline check (see `limits`).
-const WITHIN_DEADLINE: &str = "newspaper_within_deadline(posts.id)";
+/// SQLite's deadline check (see `limits`), made on one row in 64 (by id; SQLite stops at the
+/// first true term of an OR): a call per row costs more than a deep page's walk of the index
+/// itself, and a statement still stops within a few hundred rows of its deadline.
+const WITHIN_DEADLINE: &str = "((posts.id & 63) <> 0 OR newspaper_within_deadline(posts.id))";
 /// Posts whose id is in a JSON array (the array is bound after it, then `))`).
 const AMONG_IDS: &str = "posts.id IN (SELECT value FROM json_each(";
 /// Posts whose id is in a JSON array (bound between the parts), on SQLite.
@@ -610,7 +612,7 @@ mod tests {
 
     #[test]
     fn fixed_sql_names_the_functions_registered_on_sqlite() {
-        assert!(WITHIN_DEADLINE.starts_with(crate::limits::DEADLINE_FUNCTION));
+        assert!(WITHIN_DEADLINE.contains(&format!("{}(", crate::limits::DEADLINE_FUNCTION)));
         assert!(CASEFOLDED_LIKE[0].contains(crate::search::CASEFOLD_FUNCTION));
         assert!(CASEFOLDED_LIKE[1].contains(crate::search::CASEFOLD_FUNCTION));
     }
