@@ -122,6 +122,9 @@ app_tests! {
         assert_eq!(empty["next"], Value::Null);
         let (_, last) = app.get(&path_of(&app, &empty["previous"]).unwrap(), None).await;
         assert_eq!(titles(&last), ["p5", "p3", "p2"], "the list's last page");
+        assert_eq!(last["next"], Value::Null, "nothing comes after the end");
+        let (_, before_last) = app.get(&path_of(&app, &last["previous"]).unwrap(), None).await;
+        assert_eq!(titles(&before_last), ["p8", "p7", "p6"]);
     }
 
     async fn bad_cursors_are_404_invalid_cursor_and_change_nothing(app) {

@@ -181,6 +181,8 @@ impl ListRequest {
         };
         let (next, previous) = if backwards {
             let next = match rows.last() {
+                // Read back from the list's end: nothing comes after it.
+                _ if !started => None,
                 Some(last) => link(Some(last), false),
                 // Nothing before the position: the list starts here.
                 None => Some(self.link_with(base, "cursor", Some(""))),
