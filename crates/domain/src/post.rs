@@ -170,6 +170,20 @@ pub enum PostOrderingField {
     Title,
 }
 
+impl PostOrderingField {
+    /// Every field, in the order the API documents them.
+    pub const ALL: [PostOrderingField; 3] = [Self::CreatedAt, Self::UpdatedAt, Self::Title];
+
+    /// The field's name in `?ordering=`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::Title => "title",
+        }
+    }
+}
+
 /// One ordering term: a field and a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PostOrdering {
@@ -195,16 +209,17 @@ impl PostOrdering {
                     Some(rest) => (true, rest),
                     None => (false, term),
                 };
-                let field = match name {
-                    "created_at" => PostOrderingField::CreatedAt,
-                    "updated_at" => PostOrderingField::UpdatedAt,
-                    "title" => PostOrderingField::Title,
-                    _ => return None,
-                };
+                let field = PostOrderingField::ALL.into_iter().find(|f| f.name() == name)?;
                 Some(PostOrdering { field, descending })
             })
             .collect();
         if terms.is_empty() { vec![Self::DEFAULT] } else { terms }
+    }
+
+    /// The term as `?ordering=` spells it: `title`, `-created_at`.
+    pub fn to_param(self) -> String {
+        let sign = if self.descending { "-" } else { "" };
+        format!("{sign}{}", self.field.name())
     }
 }
 
@@ -245,6 +260,12 @@ mod tests {
     #[test]
     fn ordering_ignores_unknown_fields_and_defaults_to_newest_first() {
         assert_eq!(PostOrdering::parse_list(""), vec![PostOrdering::DEFAULT]);
+        for field in PostOrderingField::ALL {
+            for descending in [false, true] {
+                let term = PostOrdering { field, descending };
+                assert_eq!(PostOrdering::parse_list(&term.to_param()), vec![term]);
+            }
+        }
         assert_eq!(PostOrdering::parse_list("password,author"), vec![PostOrdering::DEFAULT]);
         assert_eq!(
             PostOrdering::parse_list("title, -updated_at,bogus"),

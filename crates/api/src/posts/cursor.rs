@@ -46,16 +46,6 @@ pub(crate) fn invalid_cursor() -> ApiError {
     ApiError::NotFound("Invalid cursor".into())
 }
 
-/// `ordering` as `?ordering=` spells it.
-fn ordering_name(ordering: PostOrdering) -> String {
-    let field = match ordering.field {
-        PostOrderingField::CreatedAt => "created_at",
-        PostOrderingField::UpdatedAt => "updated_at",
-        PostOrderingField::Title => "title",
-    };
-    if ordering.descending { format!("-{field}") } else { field.to_owned() }
-}
-
 /// Reads a cursor for a list ordered by `ordering`; an empty one is the list's first page. A
 /// cursor made for another ordering is as invalid as a forged one.
 pub(crate) fn decode(raw: &str, ordering: PostOrdering) -> Result<Keyset, ApiError> {
@@ -64,7 +54,7 @@ pub(crate) fn decode(raw: &str, ordering: PostOrdering) -> Result<Keyset, ApiErr
     }
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid_cursor())?;
     let wire: CursorWire = serde_json::from_slice(&bytes).map_err(|_| invalid_cursor())?;
-    if wire.o != ordering_name(ordering) {
+    if wire.o != ordering.to_param() {
         return Err(invalid_cursor());
     }
     let position = match (wire.k, wire.i) {
@@ -99,7 +89,7 @@ pub(crate) fn encode(ordering: PostOrdering, post: Option<&Post>, backwards: boo
             (Some(key), Some(post.id.0))
         }
     };
-    let wire = CursorWire { o: ordering_name(ordering), k, i, r: backwards };
+    let wire = CursorWire { o: ordering.to_param(), k, i, r: backwards };
     // A struct of strings, numbers and a bool always serializes.
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
 }
