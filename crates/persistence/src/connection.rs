@@ -1,7 +1,9 @@
 //! One connection type for both databases, picked at run time from the URL.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
@@ -235,6 +237,65 @@ fn with_network_timeouts(raw: &str) -> String {
 pub struct ConnectionManager {
     pub(crate) url: DatabaseUrl,
     pub(crate) options: ConnectionOptions,
+    pub(crate) liveness: Liveness,
+}
+
+/// Whether the server answered a moment ago, so a connection handed out now need not be
+/// tested first (HikariCP's "alive bypass window"): under load a test per checkout is a round
+/// trip per read for nothing, while after a quiet spell, or once a read has failed, every
+/// checkout is tested again, so connections a restarted server dropped are replaced before
+/// they are used.
+#[derive(Debug, Clone)]
+pub(crate) struct Liveness(Arc<Answers>);
+
+#[derive(Debug)]
+struct Answers {
+    /// When the server last answered, in milliseconds after `epoch`; 0 for "not lately".
+    at: AtomicU64,
+    epoch: Instant,
+    /// How long an answer vouches for every connection of the pool, in milliseconds.
+    window: u64,
+}
+
+impl Liveness {
+    /// Trusting connections for `window` after each answer.
+    pub(crate) fn new(window: Duration) -> Self {
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Self(Arc::new(Answers { at: AtomicU64::new(0), epoch: Instant::now(), window }))
+    }
+
+    fn now(&self) -> u64 {
+        // Offset by one so that no answer ever reads as "not lately".
+        u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// The server just answered a read.
+    pub(crate) fn answered(&self) {
+        self.0.at.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// A read failed: test every connection until one answers again.
+    pub(crate) fn doubted(&self) {
+        self.0.at.store(0, Ordering::Relaxed);
+    }
+
+    fn vouches(&self) -> bool {
+        let at = self.0.at.load(Ordering::Relaxed);
+        at != 0 && self.now().saturating_sub(at) < self.0.window
+    }
+}
+
+/// Tests `conn` with a trivial statement. One that fails is marked broken, so that the pool
+/// drops it rather than hand it out again.
+pub(crate) fn is_alive(conn: &mut DbConnection) -> bool {
+    if conn.batch_execute("SELECT 1").is_ok() {
+        return true;
+    }
+    on_backend!(conn, |c| {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        AnsiTransactionManager::transaction_manager_status_mut(c).set_in_error();
+    });
+    false
 }
 
 /// A connection error as the pool keeps it: r2d2 stores only the text of the last one (in its
@@ -265,6 +326,9 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), PoolConnectError> {
+        if self.liveness.vouches() {
+            return Ok(());
+        }
         conn.batch_execute("SELECT 1").map_err(|e| PoolConnectError(e.into()))
     }
 

@@ -7,10 +7,13 @@ use std::time::Duration;
 use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
-use crate::connection::{ConnectionManager, ConnectionOptions};
+use crate::connection::{ConnectionManager, ConnectionOptions, Liveness, is_alive};
 use crate::group_commit::{BATCH_SIZE_BOUNDS, GroupCommitter};
 use crate::limits::DeadlineGuard;
-use crate::{Backend, DatabaseUrl, DbConnection, PersistenceError, migrations};
+use crate::{
+    Backend, DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository, migrations,
+};
+use newspaper_domain::{AuthorRef, Post, Seq, Timestamp};
 
 /// How the pool is sized and how long callers wait.
 #[derive(Debug, Clone)]
@@ -27,6 +30,10 @@ pub struct PoolOptions {
     /// Writes waiting for the writer at most; past that, writes fail at once with
     /// `Unavailable` instead of queueing without bound while the database is slow or down.
     pub write_queue: usize,
+    /// A PostgreSQL connection is tested before a read uses it only when the server has not
+    /// answered a read for this long, or a read failed since it last did (a connection found
+    /// dead after a read failed is dropped, and the read runs again on another).
+    pub test_idle_after: Duration,
 }
 
 impl PoolOptions {
@@ -41,6 +48,7 @@ impl PoolOptions {
             busy_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             write_queue: 1024,
+            test_idle_after: Duration::from_millis(500),
         }
     }
 
@@ -90,6 +98,8 @@ pub struct Database {
     wait: Duration,
     statement_timeout: Duration,
     writer: Option<GroupCommitter>,
+    /// Whether pooled connections need testing before use.
+    liveness: Liveness,
     /// Callers waiting for a pooled connection now.
     waiting: Arc<AtomicUsize>,
     /// Serializes writes where there is no writer thread (an in-memory SQLite database).
@@ -109,7 +119,12 @@ impl Database {
     pub fn connect(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, PersistenceError> {
         // Every connection to `:memory:` is a different database, so such a pool holds one.
         let max_size = if url.is_in_memory() { 1 } else { options.max_size.max(1) };
-        let manager = ConnectionManager { url: url.clone(), options: options.connection() };
+        let liveness = Liveness::new(options.test_idle_after);
+        let manager = ConnectionManager {
+            url: url.clone(),
+            options: options.connection(),
+            liveness: liveness.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
             .min_idle(Some(1))
@@ -131,6 +146,7 @@ impl Database {
             wait: options.connection_timeout,
             statement_timeout: options.statement_timeout,
             writer,
+            liveness,
             waiting: Arc::default(),
             write_lock,
             readers: Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
@@ -187,11 +203,12 @@ impl Database {
     /// database that hangs (an unreachable server) never holds a request longer than that.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<PersistenceError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let liveness = self.liveness.clone();
         let statement_timeout = self.statement_timeout;
         // Reads wait for a connection here, as tasks, rather than as blocking threads parked
         // on the pool: as many threads run as there are connections, and a burst of requests
@@ -209,7 +226,26 @@ impl Database {
             let _permit = permit;
             let _deadline = DeadlineGuard::start(statement_timeout);
             let mut conn = pool.get().map_err(PersistenceError::from)?;
-            f(&mut conn)
+            let outcome = f(&mut conn);
+            if outcome.is_ok() {
+                liveness.answered();
+                return outcome;
+            }
+            // Most failures are the caller's (a missing row, a bad token). The one that
+            // matters here is a connection the server dropped while it sat in the pool: it
+            // is dropped in turn, and the read, which changed nothing, runs again on a
+            // connection tested first.
+            liveness.doubted();
+            if is_alive(&mut conn) {
+                return outcome;
+            }
+            drop(conn);
+            let mut conn = pool.get().map_err(PersistenceError::from)?;
+            let outcome = f(&mut conn);
+            if outcome.is_ok() {
+                liveness.answered();
+            }
+            outcome
         });
         // A read has no effect, so abandoning it is safe; its thread ends when the
         // connection's own timeouts fire.
@@ -227,11 +263,11 @@ impl Database {
     /// the rows it describes are read from the same state.
     pub async fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<PersistenceError> + Send + 'static,
     {
-        self.read(move |conn| snapshot_transaction(conn, f)).await
+        self.read(move |conn| snapshot_transaction(conn, &f)).await
     }
 
     /// Runs a closure as one atomic write: committed if it returns `Ok`, rolled back if it
@@ -250,6 +286,24 @@ impl Database {
         }
         let this = self.clone();
         run_blocking(move || this.write_in_own_transaction(f)).await
+    }
+
+    /// Creates a post by `author` with its `post_created` event, as
+    /// [`PostRepository::create`] in a [`Database::write`] would; through the writer, the
+    /// creates of one batch are one statement on PostgreSQL.
+    pub async fn create_post(
+        &self,
+        author: AuthorRef,
+        new: NewPost,
+        at: Timestamp,
+    ) -> Result<(Post, Seq), PersistenceError> {
+        if let Some(writer) = &self.writer {
+            return match writer.submit_create((author, new, at)) {
+                Ok(ticket) => ticket.outcome(self.wait).await,
+                Err(err) => Err(err),
+            };
+        }
+        self.write(move |conn| PostRepository::create(conn, &author, new, at)).await
     }
 
     /// [`Database::write`] for synchronous callers (not from inside an async task). Blocks.
@@ -293,10 +347,7 @@ where
 {
     type Manager = <DbConnection as Connection>::TransactionManager;
     // Inside an open transaction this becomes a savepoint, so repository writes compose.
-    let nested = Manager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .map_err(PersistenceError::from)?
-        .is_some();
+    let nested = in_transaction(conn)?;
     let begun = match conn {
         DbConnection::Sqlite(c) if !nested => {
             AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
@@ -335,6 +386,12 @@ where
     }
 }
 
+/// Whether `conn` is inside a transaction (or a savepoint).
+pub(crate) fn in_transaction(conn: &mut DbConnection) -> Result<bool, PersistenceError> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    Ok(Manager::transaction_manager_status_mut(conn).transaction_depth()?.is_some())
+}
+
 /// Runs `f` in a read-only transaction with one snapshot.
 pub(crate) fn snapshot_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
@@ -344,9 +401,16 @@ where
     type Manager = <DbConnection as Connection>::TransactionManager;
     let begun = match conn {
         DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN"),
+        // Generic plans, set in the same round trip: PostgreSQL would otherwise plan a list's
+        // statements anew at every run (a `LIMIT` given as a parameter makes its generic plan
+        // look dear), and planning cost three times the run. A list's statements are written so
+        // that any plan of them walks an index that holds every column they test (see
+        // `PostRepository::list_at`); a search, whose best plan depends on its pattern, asks
+        // for custom plans again.
         DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction_sql(
             c,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL plan_cache_mode = force_generic_plan",
         ),
     };
     begun.map_err(PersistenceError::from)?;

@@ -20,8 +20,12 @@ use tokio::sync::oneshot;
 
 use crate::connection::ConnectionOptions;
 use crate::database::write_transaction;
+use std::mem::take;
+
+use newspaper_domain::{AuthorRef, Post, Seq, Timestamp};
+
 use crate::outbox::OutboxRepository;
-use crate::{DatabaseUrl, DbConnection, PersistenceError};
+use crate::{DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository};
 
 /// Jobs per transaction at most, so that one batch never holds the lock for long.
 const MAX_BATCH: usize = 64;
@@ -41,6 +45,93 @@ trait Job: Send {
     fn run(self: Box<Self>, conn: &mut DbConnection) -> Completion;
     /// The batch could not even start.
     fn fail(self: Box<Self>, err: &Arc<PersistenceError>);
+    /// The job as a post to create, which the writer may insert with the batch's other creates.
+    fn into_create(self: Box<Self>) -> Result<PostCreate, Box<dyn Job>>;
+}
+
+/// What a job's caller is told once its batch committed (or failed to): its own result, or
+/// the batch's failure.
+fn reply_after_commit<T: Send + 'static, E: From<PersistenceError> + Send + 'static>(
+    result: Result<T, E>,
+    reply: oneshot::Sender<Result<T, E>>,
+) -> Completion {
+    Box::new(move |commit_error| {
+        let outcome = match (result, commit_error) {
+            (Ok(value), None) => Ok(value),
+            (Ok(_), Some(err)) => Err(E::from(batch_error(err))),
+            (Err(err), _) => Err(err),
+        };
+        let _ = reply.send(outcome);
+    })
+}
+
+/// A post to create, handed to the writer as data rather than as a closure, so that the
+/// consecutive creates of a batch become one statement (on PostgreSQL; `PostRepository::
+/// create_many`).
+pub(crate) struct PostCreate {
+    post: (AuthorRef, NewPost, Timestamp),
+    reply: oneshot::Sender<Result<(Post, Seq), PersistenceError>>,
+    state: Arc<AtomicU8>,
+}
+
+impl Job for PostCreate {
+    fn claim(&self) -> bool {
+        self.state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    fn run(self: Box<Self>, conn: &mut DbConnection) -> Completion {
+        let PostCreate { post: (author, new, at), reply, .. } = *self;
+        let result = write_transaction(conn, |conn| PostRepository::create(conn, &author, new, at));
+        reply_after_commit(result, reply)
+    }
+
+    fn fail(self: Box<Self>, err: &Arc<PersistenceError>) {
+        let _ = self.reply.send(Err(batch_error(err)));
+    }
+
+    fn into_create(self: Box<Self>) -> Result<PostCreate, Box<dyn Job>> {
+        Ok(*self)
+    }
+}
+
+/// Runs claimed creates as one statement in a savepoint of their own; if that fails for one
+/// create's sake (a constraint), runs each alone, so that only the failing ones fail. False if
+/// one panicked (the batch is lost).
+fn run_creates(
+    conn: &mut DbConnection,
+    creates: Vec<PostCreate>,
+    completions: &mut Vec<Completion>,
+) -> bool {
+    let posts = creates.iter().map(|create| create.post.clone()).collect();
+    let merged = catch_unwind(AssertUnwindSafe(|| {
+        write_transaction(conn, |conn| PostRepository::create_many(conn, posts))
+    }));
+    match merged {
+        Ok(Ok(created)) => {
+            for (create, outcome) in creates.into_iter().zip(created) {
+                completions.push(reply_after_commit(Ok(outcome), create.reply));
+            }
+            true
+        }
+        Ok(Err(err @ (PersistenceError::TimedOut | PersistenceError::Unavailable { .. }))) => {
+            // Not one create's fault: running each alone would only wait as long again, each.
+            let err = Arc::new(err);
+            for create in creates {
+                let _ = create.reply.send(Err(batch_error(&err)));
+            }
+            true
+        }
+        Ok(Err(_)) => {
+            for create in creates {
+                match catch_unwind(AssertUnwindSafe(|| Box::new(create).run(conn))) {
+                    Ok(completion) => completions.push(completion),
+                    Err(_) => return false,
+                }
+            }
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 struct Closure<F, T, E> {
@@ -63,19 +154,15 @@ where
         let Closure { f, reply, .. } = *self;
         // Nested in the batch's transaction, so this is a savepoint: a failing job rolls back
         // its own changes only.
-        let result = write_transaction(conn, f);
-        Box::new(move |commit_error| {
-            let outcome = match (result, commit_error) {
-                (Ok(value), None) => Ok(value),
-                (Ok(_), Some(err)) => Err(E::from(batch_error(err))),
-                (Err(err), _) => Err(err),
-            };
-            let _ = reply.send(outcome);
-        })
+        reply_after_commit(write_transaction(conn, f), reply)
     }
 
     fn fail(self: Box<Self>, err: &Arc<PersistenceError>) {
         let _ = self.reply.send(Err(E::from(batch_error(err))));
+    }
+
+    fn into_create(self: Box<Self>) -> Result<PostCreate, Box<dyn Job>> {
+        Err(self)
     }
 }
 
@@ -195,11 +282,26 @@ impl GroupCommitter {
     {
         let (reply, outcome) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
-        let job = Box::new(Closure { f, reply, state: state.clone() });
+        self.enqueue(Box::new(Closure { f, reply, state: state.clone() }))?;
+        Ok(Ticket { outcome, state })
+    }
+
+    /// Queues a post's create (see [`PostCreate`]), or fails at once if the queue is full.
+    pub(crate) fn submit_create(
+        &self,
+        post: (AuthorRef, NewPost, Timestamp),
+    ) -> Result<Ticket<(Post, Seq), PersistenceError>, PersistenceError> {
+        let (reply, outcome) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        self.enqueue(Box::new(PostCreate { post, reply, state: state.clone() }))?;
+        Ok(Ticket { outcome, state })
+    }
+
+    fn enqueue(&self, job: Box<dyn Job>) -> Result<(), PersistenceError> {
         match self.jobs.try_send(job) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(Ticket { outcome, state })
+                Ok(())
             }
             Err(mpsc::TrySendError::Full(_)) => {
                 Err(PersistenceError::unavailable("the write queue is full"))
@@ -279,6 +381,10 @@ fn writer(
         }
         let mut completions = Vec::with_capacity(batch.len());
         let mut panicked = false;
+        // Round trips are what a batch costs on PostgreSQL: its consecutive creates go in one
+        // statement (each other write runs after the creates queued before it).
+        let merge_creates = matches!(conn, DbConnection::Postgres(_));
+        let mut creates = Vec::new();
         for job in batch {
             if panicked {
                 // The transaction is in an unknown state: this job never runs.
@@ -291,11 +397,34 @@ fn writer(
                 // Its caller was already told the database did not take it in time.
                 continue;
             }
+            let job = if merge_creates {
+                match job.into_create() {
+                    Ok(create) => {
+                        creates.push(create);
+                        continue;
+                    }
+                    Err(job) => job,
+                }
+            } else {
+                job
+            };
+            if !creates.is_empty() && !run_creates(&mut conn, take(&mut creates), &mut completions)
+            {
+                // The panicking create's reply was dropped with it; its caller sees that.
+                panicked = true;
+                job.fail(&Arc::new(PersistenceError::Task(
+                    "an earlier write in its batch panicked".into(),
+                )));
+                continue;
+            }
             match catch_unwind(AssertUnwindSafe(|| job.run(&mut conn))) {
                 Ok(completion) => completions.push(completion),
                 // The panicking job's reply was dropped with it; its caller sees that.
                 Err(_) => panicked = true,
             }
+        }
+        if !creates.is_empty() && !run_creates(&mut conn, creates, &mut completions) {
+            panicked = true;
         }
         let committed = if panicked {
             Err(PersistenceError::Task("a write in this batch panicked".into()))

@@ -76,7 +76,7 @@ pub use error::{Cause, PersistenceError};
 pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};
 pub use posts::{
-    Keyset, NewPost, Page, PostChanges, PostQuery, PostRepository, SortKey, StatusCounts,
+    Keyset, NewPost, Page, PostChanges, PostQuery, PostRepository, ReadHead, SortKey, StatusCounts,
 };
 pub use tokens::RefreshTokenRepository;
 pub use users::{NewUser, UserRecord, UserRepository};

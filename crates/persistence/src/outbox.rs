@@ -14,7 +14,7 @@ use crate::sql_functions::pg_advisory_xact_lock;
 use crate::{DbConnection, PersistenceError};
 
 /// Key of the PostgreSQL advisory lock that orders outbox appends ("news" in ASCII).
-const APPEND_LOCK_KEY: i64 = 0x6E65_7773;
+pub(crate) const APPEND_LOCK_KEY: i64 = 0x6E65_7773;
 
 /// How far the outbox has been published and pruned, and who holds the publishing lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,35 @@ impl EventRow {
     }
 }
 
+/// An event as its row stores it.
+pub(crate) struct EncodedEvent {
+    pub(crate) kind: &'static str,
+    /// The post it is about (0 for none).
+    pub(crate) post_id: i64,
+    /// The post's author, or the user a revocation is about.
+    pub(crate) author_id: i64,
+    pub(crate) payload: String,
+}
+
+impl EncodedEvent {
+    pub(crate) fn of(change: &Change) -> Result<Self, PersistenceError> {
+        let encoded = match change {
+            Change::Post(change) => serde_json::to_string(&Payload {
+                before: change.before.clone(),
+                after: change.after.clone(),
+            })
+            .map(|payload| (change.kind().as_str(), change.post_id.0, change.author_id.0, payload)),
+            Change::CredentialsRevoked { user, reason } => {
+                serde_json::to_string(&RevocationPayload { reason: *reason })
+                    .map(|payload| (REVOCATION_KIND, 0, user.0, payload))
+            }
+        };
+        let (kind, post_id, author_id, payload) =
+            encoded.map_err(|e| PersistenceError::corrupt("a new event", Some(e.into())))?;
+        Ok(Self { kind, post_id, author_id, payload })
+    }
+}
+
 /// Queries on the outbox tables.
 pub struct OutboxRepository;
 
@@ -95,24 +124,12 @@ impl OutboxRepository {
         now: Timestamp,
     ) -> Result<Seq, PersistenceError> {
         Self::serialize_writers(conn)?;
-        let encoded = match change {
-            Change::Post(change) => serde_json::to_string(&Payload {
-                before: change.before.clone(),
-                after: change.after.clone(),
-            })
-            .map(|payload| (change.kind().as_str(), change.post_id.0, change.author_id.0, payload)),
-            Change::CredentialsRevoked { user, reason } => {
-                serde_json::to_string(&RevocationPayload { reason: *reason })
-                    .map(|payload| (REVOCATION_KIND, 0, user.0, payload))
-            }
-        };
-        let (kind, post_id, author_id, payload) =
-            encoded.map_err(|e| PersistenceError::corrupt("a new event", Some(e.into())))?;
+        let event = EncodedEvent::of(change)?;
         let values = (
-            post_events::kind.eq(kind),
-            post_events::post_id.eq(post_id),
-            post_events::author_id.eq(author_id),
-            post_events::payload.eq(payload),
+            post_events::kind.eq(event.kind),
+            post_events::post_id.eq(event.post_id),
+            post_events::author_id.eq(event.author_id),
+            post_events::payload.eq(event.payload),
             post_events::created_at.eq(now.naive_utc()),
         );
         let seq: i64 = on_backend!(conn, |c| diesel::insert_into(post_events::table)
@@ -171,15 +188,8 @@ impl OutboxRepository {
     /// The newest seq ever handed out (0 for an empty history).
     pub fn latest_seq(conn: &mut DbConnection) -> Result<Seq, PersistenceError> {
         // One statement: every read of a list or a post asks for this.
-        let (max, pruned, published): (Option<i64>, i64, i64) = outbox_state::table
-            .find(1)
-            .select((
-                post_events::table.select(diesel::dsl::max(post_events::seq)).single_value(),
-                outbox_state::pruned_seq,
-                outbox_state::published_seq,
-            ))
-            .first(conn)?;
-        Ok(Seq(max.unwrap_or(0).max(pruned).max(published)))
+        let head: FeedHead = outbox_state::table.find(1).select(feed_head()).first(conn)?;
+        Ok(newest_seq(head))
     }
 
     /// The dispatcher's bookkeeping row.
@@ -302,4 +312,29 @@ impl OutboxRepository {
             .execute(conn)?;
         Ok(deleted)
     }
+}
+
+/// What the newest seq is computed from: the newest event kept, and the positions pruning and
+/// publishing have reached (events can all be pruned, and must never be handed out again).
+pub(crate) type FeedHead = (Option<i64>, i64, i64);
+
+/// The columns of [`FeedHead`], selected from `outbox_state` (joined to anything).
+#[allow(clippy::type_complexity)]
+pub(crate) fn feed_head() -> (
+    diesel::dsl::SingleValue<
+        diesel::dsl::Select<post_events::table, diesel::helper_types::max<post_events::seq>>,
+    >,
+    outbox_state::pruned_seq,
+    outbox_state::published_seq,
+) {
+    (
+        post_events::table.select(diesel::dsl::max(post_events::seq)).single_value(),
+        outbox_state::pruned_seq,
+        outbox_state::published_seq,
+    )
+}
+
+/// The newest seq ever handed out (0 for an empty history), as a [`FeedHead`] tells it.
+pub(crate) fn newest_seq((max, pruned, published): FeedHead) -> Seq {
+    Seq(max.unwrap_or(0).max(pruned).max(published))
 }

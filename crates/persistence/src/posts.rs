@@ -1,21 +1,27 @@
 //! Posts: every write also appends its event to the outbox, in the same transaction.
 
 use chrono::NaiveDateTime;
+use diesel::connection::SimpleConnection;
 use diesel::dsl::count_star;
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp as Timestamp_};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp as Timestamp_};
 use newspaper_domain::{
     AuthorRef, Post, PostChange, PostId, PostOrdering, PostOrderingField, PostStatus, PostTitle,
     Seq, Timestamp, UserId, Viewer,
 };
 
 use crate::connection::on_backend;
-use crate::database::write_transaction;
-use crate::outbox::OutboxRepository;
-use crate::schema::{author_post_counts, post_counts, posts, users};
+use crate::database::{in_transaction, write_transaction};
+use crate::outbox::{
+    APPEND_LOCK_KEY, EncodedEvent, FeedHead, OutboxRepository, feed_head, newest_seq,
+};
+use crate::schema::{outbox_state, post_counts, posts, users};
 use crate::search::{SearchMatch, TRIGRAM_MATCH};
-use crate::sql_functions::{FixedPairSql, FixedSql, lower};
-use crate::{DbConnection, PersistenceError};
+use crate::sql_functions::{AnyOfSelect, FixedPairSql, FixedSql, lower};
+use crate::users::UserRow;
+use crate::{DbConnection, PersistenceError, UserRecord};
 
 /// A post to create.
 #[derive(Debug, Clone)]
@@ -162,9 +168,6 @@ const WITHIN_DEADLINE: &str = "((posts.id & 63) <> 0 OR newspaper_within_deadlin
 const AMONG_IDS: &str = "posts.id IN (SELECT value FROM json_each(";
 /// Posts whose id is in a JSON array (bound between the parts), on SQLite.
 const AMONG_IDS_SQLITE: &[&str] = &[AMONG_IDS, "))"];
-/// Posts whose id is in a JSON array (bound between the parts), on PostgreSQL.
-const AMONG_IDS_POSTGRES: &[&str] =
-    &["posts.id IN (SELECT value::bigint FROM json_array_elements_text(CAST(", " AS json)))"];
 
 /// A keyset page's start, `(posts.<field>, posts.id) > (?, ?)` (the rows after a position, read
 /// in ascending order) or `<` (read descending): a range of the ordering's index.
@@ -184,6 +187,52 @@ const CASEFOLDED_LIKE: &[&str] = &[
     " ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE ",
     " ESCAPE '\\')",
 ];
+
+/// What a read of posts needs besides the posts, read in one statement (one round trip on
+/// PostgreSQL, where each costs the server more than the lookups themselves): the reader's
+/// account, the feed position, and the counters a list's count is made of.
+#[derive(Debug, Clone)]
+pub struct ReadHead {
+    /// The reader's account, if one was named and it exists; the caller checks it against the
+    /// reader's credentials.
+    pub reader: Option<UserRecord>,
+    /// The feed position the read is at.
+    pub seq: Seq,
+    counters: ListCounters,
+}
+
+/// The counters a list's count is read from, for one reader and one author filter.
+#[derive(Debug, Clone, Copy)]
+struct ListCounters {
+    reader: Option<UserId>,
+    author: Option<UserId>,
+    /// Published posts (by `author`, if given).
+    published: i64,
+    /// Drafts (by `author`, if given).
+    drafts: i64,
+    /// The reader's own drafts.
+    own_drafts: i64,
+}
+
+impl ListCounters {
+    /// Posts of `status` (any, if `None`), by the author the counters were read for.
+    fn of(&self, status: Option<PostStatus>) -> i64 {
+        match status {
+            None => self.published + self.drafts,
+            Some(PostStatus::Published) => self.published,
+            Some(PostStatus::Draft) => self.drafts,
+        }
+    }
+}
+
+/// A counter, read as a scalar subquery: of one status in all, or by one author (bound).
+const PUBLISHED_COUNT: &[&str] =
+    &["(SELECT \"count\" FROM post_counts WHERE status = 'published')"];
+const PUBLISHED_BY_COUNT: &[&str] =
+    &["(SELECT \"count\" FROM author_post_counts WHERE status = 'published' AND author_id = ", ")"];
+const DRAFT_COUNT: &[&str] = &["(SELECT \"count\" FROM post_counts WHERE status = 'draft')"];
+const DRAFT_BY_COUNT: &[&str] =
+    &["(SELECT \"count\" FROM author_post_counts WHERE status = 'draft' AND author_id = ", ")"];
 
 /// Posts per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -225,6 +274,10 @@ impl PostRepository {
         new: NewPost,
         now: Timestamp,
     ) -> Result<(Post, Seq), PersistenceError> {
+        if let DbConnection::Postgres(pg) = conn {
+            let mut created = Self::create_in_one_statement(pg, vec![(author.clone(), new, now)])?;
+            return created.pop().ok_or_else(|| PersistenceError::corrupt("a create", None));
+        }
         write_transaction(conn, |conn| {
             let row = NewPostRow {
                 title: new.title.as_str(),
@@ -250,6 +303,71 @@ impl PostRepository {
             let seq = OutboxRepository::append(conn, &PostChange::created(&post).into(), now)?;
             Ok((post, seq))
         })
+    }
+
+    /// Creates several posts, in order, each with its `post_created` event: all of them or,
+    /// on an error, none. On PostgreSQL this is one statement whatever their number, which is
+    /// how the writer turns a batch of creates into one round trip.
+    pub fn create_many(
+        conn: &mut DbConnection,
+        posts: Vec<(AuthorRef, NewPost, Timestamp)>,
+    ) -> Result<Vec<(Post, Seq)>, PersistenceError> {
+        match conn {
+            DbConnection::Postgres(pg) => Self::create_in_one_statement(pg, posts),
+            DbConnection::Sqlite(_) => write_transaction(conn, |conn| {
+                posts
+                    .into_iter()
+                    .map(|(author, new, at)| Self::create(conn, &author, new, at))
+                    .collect()
+            }),
+        }
+    }
+
+    /// [`PostRepository::create_many`] on PostgreSQL: the posts, the outbox lock and the
+    /// events in one statement (atomic by itself, so without a savepoint). Creates wait for
+    /// each other in the writer, where every round trip is one that all later creates wait for.
+    fn create_in_one_statement(
+        pg: &mut diesel::PgConnection,
+        posts: Vec<(AuthorRef, NewPost, Timestamp)>,
+    ) -> Result<Vec<(Post, Seq)>, PersistenceError> {
+        let mut created = Vec::with_capacity(posts.len());
+        let mut rows = NewPostRows::default();
+        for (author, new, at) in posts {
+            let post = Post {
+                id: PostId(0),
+                title: new.title.into_inner(),
+                content: new.content,
+                status: new.status,
+                author,
+                created_at: at,
+                updated_at: at,
+            };
+            // The payload holds no id; the statement fills the event's `post_id` column.
+            let event = EncodedEvent::of(&PostChange::created(&post).into())?;
+            rows.titles.push(post.title.clone());
+            rows.contents.push(post.content.clone());
+            rows.statuses.push(post.status.as_str());
+            rows.authors.push(post.author.id.0);
+            rows.times.push(at.naive_utc());
+            rows.kind = event.kind;
+            rows.payloads.push(event.payload);
+            created.push(post);
+        }
+        if created.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<(i64, i64, i64)> = InsertPostsWithEvents(&rows).load(pg)?;
+        if ids.len() != created.len() {
+            return Err(PersistenceError::corrupt("a create's returned rows", None));
+        }
+        Ok(created
+            .into_iter()
+            .zip(ids)
+            .map(|(mut post, (_, id, seq))| {
+                post.id = PostId(id);
+                (post, Seq(seq))
+            })
+            .collect())
     }
 
     /// The post with this id, whoever may see it.
@@ -366,12 +484,74 @@ impl PostRepository {
         Ok(counts)
     }
 
+    /// The reader's account (`reader`, if any), the feed position and the counters of a list
+    /// by `author` (any, if `None`), in one statement.
+    pub fn read_head(
+        conn: &mut DbConnection,
+        reader: Option<UserId>,
+        author: Option<UserId>,
+    ) -> Result<ReadHead, PersistenceError> {
+        type Counter = FixedSql<BigInt, i64, Nullable<BigInt>>;
+        let (published, drafts) = match author {
+            None => (Counter::new(PUBLISHED_COUNT, 0), Counter::new(DRAFT_COUNT, 0)),
+            Some(a) => (Counter::new(PUBLISHED_BY_COUNT, a.0), Counter::new(DRAFT_BY_COUNT, a.0)),
+        };
+        // No account has a negative id: an anonymous read joins no one.
+        let reader_id = reader.map_or(-1, |r| r.0);
+        let (user, head, published, drafts, own_drafts): (
+            Option<UserRow>,
+            FeedHead,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = outbox_state::table
+            .find(1)
+            .left_join(users::table.on(users::id.eq(reader_id)))
+            .select((
+                Option::<UserRow>::as_select(),
+                feed_head(),
+                published,
+                drafts,
+                Counter::new(DRAFT_BY_COUNT, reader_id),
+            ))
+            .first(conn)?;
+        Ok(ReadHead {
+            reader: user.map(UserRecord::from),
+            seq: newest_seq(head),
+            counters: ListCounters {
+                reader,
+                author,
+                published: published.unwrap_or(0),
+                drafts: drafts.unwrap_or(0),
+                own_drafts: own_drafts.unwrap_or(0),
+            },
+        })
+    }
+
     /// One page of the posts `viewer` may see that match `query`, and how many match in all.
     pub fn list_visible_to(
         conn: &mut DbConnection,
         viewer: &Viewer,
         query: &PostQuery,
     ) -> Result<Page<Post>, PersistenceError> {
+        let head = Self::read_head(conn, viewer.user_id(), query.author)?;
+        Self::list_at(conn, viewer, &head, query)
+    }
+
+    /// [`PostRepository::list_visible_to`] with the counters of a [`ReadHead`] read before, in
+    /// the same transaction (read again if it was read for another reader or author).
+    pub fn list_at(
+        conn: &mut DbConnection,
+        viewer: &Viewer,
+        head: &ReadHead,
+        query: &PostQuery,
+    ) -> Result<Page<Post>, PersistenceError> {
+        let counters =
+            if head.counters.reader == viewer.user_id() && head.counters.author == query.author {
+                head.counters
+            } else {
+                Self::read_head(conn, viewer.user_id(), query.author)?.counters
+            };
         // The same filters on several bases: counts read `posts` alone (covering index scans),
         // the page joins the authors' names for its few rows.
         // On SQLite, a function of ours is called for every row a list query looks at, and
@@ -381,6 +561,11 @@ impl PostRepository {
         let search = query.search.as_deref().filter(|t| !t.is_empty()).map(|term| {
             if sqlite { SearchMatch::for_sqlite(term) } else { SearchMatch::for_postgres(term) }
         });
+        if search.is_some() && !sqlite && in_transaction(conn)? {
+            // Whether the trigram index pays depends on the pattern: plan for its value (a
+            // read transaction asked for generic plans; outside one, plans are custom).
+            conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
+        }
         // A rare term's few matches are found once, not again by each query below.
         let search = match search {
             Some(SearchMatch::Trigrams(phrase)) => Some(crate::search::resolve_few(conn, phrase)?),
@@ -454,7 +639,6 @@ impl PostRepository {
             }};
         }
 
-        let mut own_drafts = 0;
         let (count_parts, page_visibility) = match viewer {
             Viewer::Anonymous => (vec![Visible::Published], Visible::Published),
             Viewer::User { is_staff: true, .. } => (vec![Visible::All], Visible::All),
@@ -462,8 +646,7 @@ impl PostRepository {
             // with no drafts at all (most readers) sees what the public sees, and a page is
             // then a range of the status index rather than a walk that tests every entry.
             Viewer::User { id, .. } => {
-                own_drafts = Self::counted(conn, Some(PostStatus::Draft), Some(*id))?;
-                if own_drafts == 0 {
+                if counters.own_drafts == 0 {
                     (vec![Visible::Published], Visible::Published)
                 } else {
                     (
@@ -486,13 +669,9 @@ impl PostRepository {
                     _ if search.is_some() => {
                         filtered!(posts::table, part).select(count_star()).first::<i64>(conn)?
                     }
-                    Visible::Published => {
-                        Self::counted(conn, Some(PostStatus::Published), query.author)?
-                    }
-                    Visible::DraftsOf(_) => own_drafts,
-                    Visible::All | Visible::PublishedOrDraftsOf(_) => {
-                        Self::counted(conn, query.status, query.author)?
-                    }
+                    Visible::Published => counters.published,
+                    Visible::DraftsOf(_) => counters.own_drafts,
+                    Visible::All | Visible::PublishedOrDraftsOf(_) => counters.of(query.status),
                 };
             }
         }
@@ -523,48 +702,73 @@ impl PostRepository {
                         .filter(FixedPairSql::<Text, _, BigInt, _>::new(parts, text.clone(), id.0)),
                 };
         }
-        for term in terms {
-            ids_query = match (term.field, term.descending != backwards) {
-                (PostOrderingField::CreatedAt, false) => {
-                    ids_query.then_order_by(posts::created_at.asc())
-                }
-                (PostOrderingField::CreatedAt, true) => {
-                    ids_query.then_order_by(posts::created_at.desc())
-                }
-                (PostOrderingField::UpdatedAt, false) => {
-                    ids_query.then_order_by(posts::updated_at.asc())
-                }
-                (PostOrderingField::UpdatedAt, true) => {
-                    ids_query.then_order_by(posts::updated_at.desc())
-                }
-                (PostOrderingField::Title, false) => ids_query.then_order_by(posts::title.asc()),
-                (PostOrderingField::Title, true) => ids_query.then_order_by(posts::title.desc()),
-            };
-        }
-        // A total order, so that pages never repeat or skip rows with equal sort keys; the id
-        // runs the way the first term does, as the indexes hold it.
+        // The same total order for the ids and (on PostgreSQL) for the rows they select: the
+        // terms, then the id, which runs the way the first term does, as the indexes hold it,
+        // so that pages never repeat or skip rows with equal sort keys.
         let newest_first = terms.first().is_none_or(|t| t.descending) != backwards;
-        ids_query = if newest_first {
-            ids_query.then_order_by(posts::id.desc())
-        } else {
-            ids_query.then_order_by(posts::id.asc())
-        };
+        macro_rules! ordered {
+            ($q:expr) => {{
+                let mut q = $q;
+                for term in terms {
+                    q = match (term.field, term.descending != backwards) {
+                        (PostOrderingField::CreatedAt, false) => {
+                            q.then_order_by(posts::created_at.asc())
+                        }
+                        (PostOrderingField::CreatedAt, true) => {
+                            q.then_order_by(posts::created_at.desc())
+                        }
+                        (PostOrderingField::UpdatedAt, false) => {
+                            q.then_order_by(posts::updated_at.asc())
+                        }
+                        (PostOrderingField::UpdatedAt, true) => {
+                            q.then_order_by(posts::updated_at.desc())
+                        }
+                        (PostOrderingField::Title, false) => q.then_order_by(posts::title.asc()),
+                        (PostOrderingField::Title, true) => q.then_order_by(posts::title.desc()),
+                    };
+                }
+                if newest_first {
+                    q.then_order_by(posts::id.desc())
+                } else {
+                    q.then_order_by(posts::id.asc())
+                }
+            }};
+        }
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let offset =
             if keyset.is_some() { 0 } else { i64::try_from(query.offset).unwrap_or(i64::MAX) };
-        let mut ids: Vec<i64> = ids_query.limit(limit).offset(offset).load(conn)?;
+        let ids_query = ordered!(ids_query).limit(limit).offset(offset);
+        if !sqlite {
+            // One statement: a round trip costs PostgreSQL more than sorting the page's rows.
+            let rows: Vec<(PostRow, String)> = ordered!(
+                posts::table
+                    .inner_join(users::table)
+                    .filter(AnyOfSelect::new("posts.id", ids_query))
+                    .select((PostRow::as_select(), users::username))
+                    .into_boxed()
+            )
+            .load(conn)?;
+            let mut items = rows
+                .into_iter()
+                .map(|(row, username)| row.into_post(username))
+                .collect::<Result<Vec<_>, _>>()?;
+            if backwards {
+                items.reverse();
+            }
+            return Ok(Page { count, items });
+        }
+        let mut ids: Vec<i64> = ids_query.load(conn)?;
         if backwards {
             ids.reverse();
         }
         if ids.is_empty() {
             return Ok(Page { count, items: Vec::new() });
         }
-        let among = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
         let as_json = serde_json::to_string(&ids)
             .map_err(|e| PersistenceError::corrupt("a page's ids", Some(e.into())))?;
         let rows: Vec<(PostRow, String)> = posts::table
             .inner_join(users::table)
-            .filter(FixedSql::<Text, _>::new(among, as_json))
+            .filter(FixedSql::<Text, _>::new(AMONG_IDS_SQLITE, as_json))
             .select((PostRow::as_select(), users::username))
             .load(conn)?;
         let position: std::collections::HashMap<i64, usize> =
@@ -576,35 +780,80 @@ impl PostRepository {
         items.sort_by_key(|post| position.get(&post.id.0).copied().unwrap_or(usize::MAX));
         Ok(Page { count, items })
     }
+}
 
-    /// How many posts of `status` (any, if `None`), by `author` if given, the counters hold.
-    fn counted(
-        conn: &mut DbConnection,
-        status: Option<PostStatus>,
-        author: Option<UserId>,
-    ) -> Result<i64, PersistenceError> {
-        let counts: Vec<i64> = match author {
-            None => {
-                let mut q = post_counts::table.select(post_counts::count).into_boxed();
-                if let Some(status) = status {
-                    q = q.filter(post_counts::status.eq(status.as_str()));
-                }
-                q.load(conn)?
-            }
-            Some(author) => {
-                let mut q = author_post_counts::table
-                    .select(author_post_counts::count)
-                    .filter(author_post_counts::author_id.eq(author.0))
-                    .into_boxed();
-                if let Some(status) = status {
-                    q = q.filter(author_post_counts::status.eq(status.as_str()));
-                }
-                q.load(conn)?
-            }
-        };
-        Ok(counts.into_iter().sum())
+/// Posts to create, column by column (bound as arrays).
+#[derive(Default)]
+struct NewPostRows {
+    titles: Vec<String>,
+    contents: Vec<String>,
+    statuses: Vec<&'static str>,
+    authors: Vec<i64>,
+    times: Vec<NaiveDateTime>,
+    kind: &'static str,
+    payloads: Vec<String>,
+}
+
+/// Posts and their `post_created` events, in one PostgreSQL statement: ids drawn in the
+/// input's order, the posts inserted, the outbox lock taken before the events' seqs are
+/// (`OutboxRepository::append`'s order guarantee), the events inserted; it returns each
+/// input's position, post id and seq, in input order.
+struct InsertPostsWithEvents<'a>(&'a NewPostRows);
+
+impl QueryFragment<Pg> for InsertPostsWithEvents<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        use diesel::sql_types::Array;
+        let rows = self.0;
+        out.push_sql(
+            "WITH input AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('posts', 'id')) \
+             AS id, i.* FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&rows.titles)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&rows.contents)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&rows.statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&rows.authors)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamp_>, _>(&rows.times)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&rows.payloads)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS i (title, content, status, author_id, at, payload, n) \
+             ORDER BY i.n), \
+             new_posts AS (INSERT INTO posts \
+             (id, title, content, status, author_id, created_at, updated_at) \
+             SELECT id, title, content, status, author_id, at, at FROM input), \
+             ordered AS (SELECT pg_advisory_xact_lock(",
+        );
+        out.push_bind_param::<BigInt, _>(&APPEND_LOCK_KEY)?;
+        out.push_sql(
+            ")), events AS (INSERT INTO post_events \
+             (kind, post_id, author_id, payload, created_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&rows.kind)?;
+        out.push_sql(
+            ", input.id, input.author_id, input.payload, input.at FROM input, ordered \
+             ORDER BY input.n RETURNING post_id, seq) \
+             SELECT input.n, input.id, events.seq FROM input JOIN events ON events.post_id = input.id \
+             ORDER BY input.n",
+        );
+        Ok(())
     }
 }
+
+impl QueryId for InsertPostsWithEvents<'_> {
+    type QueryId = ();
+    // Prepared once per connection all the same: diesel keys such statements by their text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for InsertPostsWithEvents<'_> {
+    type SqlType = (BigInt, BigInt, BigInt);
+}
+
+impl RunQueryDsl<diesel::PgConnection> for InsertPostsWithEvents<'_> {}
 
 #[cfg(test)]
 mod tests {

@@ -169,13 +169,16 @@ pub struct Access {
     pub sorts: usize,
     /// The plans as the database printed them (SQLite), for failure messages.
     pub plans: Vec<String>,
+    /// Table rows fetched through indexes, per table (PostgreSQL's statistics; empty on
+    /// SQLite): what a query read beyond its index-only scans.
+    pub rows_fetched: std::collections::BTreeMap<String, i64>,
 }
 
 /// Runs `call` and reports how the database answered its statements. On SQLite, each
 /// statement is captured and explained (`EXPLAIN QUERY PLAN`). On PostgreSQL, `call` runs in a
 /// transaction with sequential scans discouraged (tiny test tables would otherwise always be
-/// scanned) and the transaction's own statistics tell which indexes and scans it used; the
-/// transaction is rolled back.
+/// scanned) and generic plans, as a read transaction has, and the transaction's own
+/// statistics tell which indexes and scans it used; the transaction is rolled back.
 pub fn access_of<T>(
     conn: &mut crate::DbConnection,
     call: impl FnOnce(&mut crate::DbConnection) -> T,
@@ -229,31 +232,40 @@ pub fn access_of<T>(
                 kind: String,
                 #[diesel(sql_type = diesel::sql_types::BigInt)]
                 scans: i64,
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                fetched: i64,
             }
             // The backend's not yet flushed statistics (earlier transactions included), read
             // before and after the call: the difference is the call's.
-            fn counts(
-                conn: &mut crate::DbConnection,
-            ) -> Result<std::collections::BTreeMap<(String, String), i64>, diesel::result::Error>
-            {
+            type Counts = std::collections::BTreeMap<(String, String), (i64, i64)>;
+            fn counts(conn: &mut crate::DbConnection) -> Result<Counts, diesel::result::Error> {
                 let rows: Vec<Count> = diesel::sql_query(
                     "SELECT c.relname::text AS name, c.relkind::text AS kind,
-                            pg_stat_get_xact_numscans(c.oid) AS scans
+                            pg_stat_get_xact_numscans(c.oid) AS scans,
+                            pg_stat_get_xact_tuples_fetched(c.oid) AS fetched
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE c.relkind IN ('i', 'r') AND n.nspname = current_schema()",
                 )
                 .load(conn)?;
-                Ok(rows.into_iter().map(|r| ((r.kind, r.name), r.scans)).collect())
+                Ok(rows.into_iter().map(|r| ((r.kind, r.name), (r.scans, r.fetched))).collect())
             }
             let mut result = None;
             let ran = conn.transaction::<(), diesel::result::Error, _>(|conn| {
                 diesel::sql_query("SET LOCAL enable_seqscan = off").execute(conn)?;
+                // The plans a read transaction runs with (see `Database::read_snapshot`).
+                diesel::sql_query("SET LOCAL plan_cache_mode = force_generic_plan")
+                    .execute(conn)?;
                 let before = counts(conn)?;
                 let outcome = call(conn);
                 let after = counts(conn)?;
                 let mut access = Access::default();
-                for ((kind, name), scans) in after {
-                    if scans > before.get(&(kind.clone(), name.clone())).copied().unwrap_or(0) {
+                for ((kind, name), (scans, fetched)) in after {
+                    let (scans_before, fetched_before) =
+                        before.get(&(kind.clone(), name.clone())).copied().unwrap_or_default();
+                    if kind == "r" && fetched > fetched_before {
+                        access.rows_fetched.insert(name.clone(), fetched - fetched_before);
+                    }
+                    if scans > scans_before {
                         if kind == "i" {
                             access.indexes.insert(name);
                         } else {

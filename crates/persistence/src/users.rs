@@ -48,7 +48,7 @@ struct NewUserRow<'a> {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: i64,
     email: String,
     username: String,

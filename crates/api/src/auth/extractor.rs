@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use newspaper_domain::{User, UserId, Viewer};
-use newspaper_persistence::{DbConnection, UserRecord, UserRepository};
+use newspaper_persistence::{UserRecord, UserRepository};
 
 use super::tokens::{Claims, TokenError, TokenService, TokenType};
 use crate::ApiError;
@@ -51,15 +51,19 @@ impl MaybeAuthenticated {
 pub struct MaybeBearer(pub Option<Claims>);
 
 impl MaybeBearer {
-    /// The viewer the token stands for, checked (as [`authenticate`] does) against the user as
-    /// stored in `conn`'s current snapshot.
-    pub fn viewer_in(
+    /// The account the token names, if there is a token.
+    pub fn user_id(&self) -> Option<UserId> {
+        self.0.as_ref().map(|claims| UserId(claims.user_id))
+    }
+
+    /// The viewer the token stands for, checked (as [`authenticate`] does) against `record`,
+    /// the account [`MaybeBearer::user_id`] names as read in the caller's snapshot.
+    pub fn viewer_of(
         &self,
         tokens: &TokenService,
-        conn: &mut DbConnection,
+        record: Option<UserRecord>,
     ) -> Result<Viewer, ApiError> {
         let Some(claims) = &self.0 else { return Ok(Viewer::Anonymous) };
-        let record = UserRepository::find_by_id(conn, UserId(claims.user_id))?;
         Ok(check_user(tokens, record, claims)?.viewer())
     }
 }

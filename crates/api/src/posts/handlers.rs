@@ -5,7 +5,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
-use newspaper_persistence::{DbConnection, OutboxRepository, PostRepository};
+use newspaper_persistence::{DbConnection, PostRepository};
 
 use super::input::PostInput;
 use super::list::{ListRequest, PageNumber};
@@ -85,10 +85,11 @@ pub async fn list_posts(
     let (number, page, seq) = state
         .db
         .read_snapshot(move |conn| {
-            let viewer = auth.viewer_in(&reader.tokens, conn)?;
-            let seq = OutboxRepository::latest_seq(conn)?;
+            let head = PostRepository::read_head(conn, auth.user_id(), plan.query.author)?;
+            let viewer = auth.viewer_of(&reader.tokens, head.reader.clone())?;
+            let seq = head.seq;
             if let Some(query) = plan.query_for_cursor() {
-                let page = PostRepository::list_visible_to(conn, &viewer, &query)?;
+                let page = PostRepository::list_at(conn, &viewer, &head, &query)?;
                 return Ok::<_, ApiError>((None, page, seq));
             }
             let number = match plan.page {
@@ -96,12 +97,11 @@ pub async fn list_posts(
                 PageNumber::Last => {
                     let only_count =
                         newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
-                    let count = PostRepository::list_visible_to(conn, &viewer, &only_count)?.count;
+                    let count = PostRepository::list_at(conn, &viewer, &head, &only_count)?.count;
                     count.div_ceil(plan.page_size).max(1)
                 }
             };
-            let page =
-                PostRepository::list_visible_to(conn, &viewer, &plan.query_for_page(number))?;
+            let page = PostRepository::list_at(conn, &viewer, &head, &plan.query_for_page(number))?;
             Ok((Some(number), page, seq))
         })
         .await?;
@@ -137,8 +137,7 @@ pub async fn create_post(
         .into_new_post()
         .ok_or_else(|| ApiError::field("title", "This field is required."))?;
     let author = user.user.as_author();
-    let (post, _) =
-        state.db.write(move |conn| PostRepository::create(conn, &author, new, now())).await?;
+    let (post, _) = state.db.create_post(author, new, now()).await?;
     state.realtime.committed();
     Ok(HttpResponse::Created()
         .insert_header((
@@ -166,9 +165,9 @@ pub async fn retrieve_post(
     let (post, seq) = state
         .db
         .read_snapshot(move |conn| {
-            let viewer = auth.viewer_in(&reader.tokens, conn)?;
-            let seq = OutboxRepository::latest_seq(conn)?;
-            Ok::<_, ApiError>((PostRepository::find_visible_to(conn, &viewer, id)?, seq))
+            let head = PostRepository::read_head(conn, auth.user_id(), None)?;
+            let viewer = auth.viewer_of(&reader.tokens, head.reader)?;
+            Ok::<_, ApiError>((PostRepository::find_visible_to(conn, &viewer, id)?, head.seq))
         })
         .await?;
     let post = post.ok_or_else(ApiError::not_found)?;
