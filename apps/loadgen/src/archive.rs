@@ -31,7 +31,7 @@ pub(crate) fn write(args: &ArchiveArgs) -> Result<(), String> {
     let (main, other) = (author(&db, &args.author)?, author(&db, &args.other)?);
     let batch = args.batch.unwrap_or(match url.backend() {
         Backend::Sqlite => 10_000,
-        Backend::Postgres => 50,
+        Backend::Postgres => 1_000,
     });
     // One post a second up to now, on whole seconds: the API's millisecond times are exact.
     let newest = now().duration_trunc(TimeDelta::seconds(1)).map_err(|e| e.to_string())?;
@@ -61,11 +61,8 @@ pub(crate) fn write(args: &ArchiveArgs) -> Result<(), String> {
         let n = batch.len();
         last = db
             .write_blocking(move |conn| {
-                let mut seq = Seq(0);
-                for (who, post, at) in batch {
-                    seq = PostRepository::create(conn, &who, post, at)?.1;
-                }
-                Ok::<_, PersistenceError>(seq)
+                let created = PostRepository::create_many(conn, batch)?;
+                Ok::<_, PersistenceError>(created.last().map_or(Seq(0), |(_, seq)| *seq))
             })
             .map_err(|e| e.to_string())?;
         written += n;

@@ -76,9 +76,8 @@ struct ArchiveArgs {
     /// Every Nth post holds the rare word `quokka` (0: none does).
     #[arg(long, default_value_t = 10_000)]
     rare_every: usize,
-    /// Posts per transaction (default: 10,000 on SQLite; 50 on PostgreSQL, where each post is
-    /// written in a savepoint, and a transaction with more than 64 of them slows every
-    /// visibility check down).
+    /// Posts per transaction (default: 10,000 on SQLite; 1,000 on PostgreSQL, where a
+    /// transaction's posts are one statement, `PostRepository::create_many`).
     #[arg(long)]
     batch: Option<usize>,
 }
