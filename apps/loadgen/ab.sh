@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Side-by-side runs of the same HTTP load against several builds or database URLs, round by
+# round (A, B, A, B, ...), so that the machine's drift from minute to minute falls on all alike.
+#
+#   apps/loadgen/ab.sh MODE ROUNDS 'BIN_DIR|DATABASE_URL' ['BIN_DIR|DATABASE_URL' ...]
+#
+# MODE is `list` (authenticated GET /api/posts/) or `create` (POST /api/posts/); BIN_DIR holds
+# a release `newspaper` and `loadgen` (say target/release of two checkouts). Every run starts
+# its server afresh on DATABASE_URL (not emptied: seed it once, e.g. with bench.sh), warms up
+# for 1 s, measures 6 s at 64 connections and prints req/s.
+set -euo pipefail
+mode=$1 rounds=$2
+shift 2
+case $mode in
+  list) load=(--mode list --authenticated) ;;
+  create) load=(--mode create) ;;
+  *) echo "MODE is list or create" >&2; exit 2 ;;
+esac
+trap 'pkill -f "newspaper --secret-key ab-" 2>/dev/null || true' EXIT
+
+run() { # BIN_DIR DATABASE_URL
+  pkill -f "newspaper --secret-key ab-" 2>/dev/null || true
+  sleep 0.7
+  "$1/newspaper" --secret-key ab-secret-key-of-at-least-32-bytes-long --auth-rate-limit 0 \
+    --log warn --database-url "$2" --bind 127.0.0.1:8000 >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8000/api/health/ >/dev/null && break; sleep 0.1; done
+  "$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 1 --seed 0 >/dev/null
+  "$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 6 --seed 0 |
+    awk '/rate:/ {print $2}'
+}
+
+for round in $(seq 1 "$rounds"); do
+  for config in "$@"; do
+    IFS='|' read -r bin url <<<"$config"
+    echo "round $round  $config  $(run "$bin" "$url") req/s"
+  done
+done
