@@ -331,7 +331,7 @@ impl PostRepository {
         posts: Vec<(AuthorRef, NewPost, Timestamp)>,
     ) -> Result<Vec<(Post, Seq)>, PersistenceError> {
         let mut created = Vec::with_capacity(posts.len());
-        let mut rows = NewPostRows::default();
+        let (mut kind, mut payloads) = ("", Vec::with_capacity(posts.len()));
         for (author, new, at) in posts {
             let post = Post {
                 id: PostId(0),
@@ -344,18 +344,23 @@ impl PostRepository {
             };
             // The payload holds no id; the statement fills the event's `post_id` column.
             let event = EncodedEvent::of(&PostChange::created(&post).into())?;
-            rows.titles.push(post.title.clone());
-            rows.contents.push(post.content.clone());
-            rows.statuses.push(post.status.as_str());
-            rows.authors.push(post.author.id.0);
-            rows.times.push(at.naive_utc());
-            rows.kind = event.kind;
-            rows.payloads.push(event.payload);
+            kind = event.kind;
+            payloads.push(event.payload);
             created.push(post);
         }
         if created.is_empty() {
             return Ok(Vec::new());
         }
+        // Bound straight from the posts: a content may be large, and is not copied.
+        let rows = NewPostRows {
+            titles: created.iter().map(|p| p.title.as_str()).collect(),
+            contents: created.iter().map(|p| p.content.as_str()).collect(),
+            statuses: created.iter().map(|p| p.status.as_str()).collect(),
+            authors: created.iter().map(|p| p.author.id.0).collect(),
+            times: created.iter().map(|p| p.created_at.naive_utc()).collect(),
+            kind,
+            payloads,
+        };
         let ids: Vec<(i64, i64, i64)> = InsertPostsWithEvents(&rows).load(pg)?;
         if ids.len() != created.len() {
             return Err(PersistenceError::corrupt("a create's returned rows", None));
@@ -783,10 +788,9 @@ impl PostRepository {
 }
 
 /// Posts to create, column by column (bound as arrays).
-#[derive(Default)]
-struct NewPostRows {
-    titles: Vec<String>,
-    contents: Vec<String>,
+struct NewPostRows<'a> {
+    titles: Vec<&'a str>,
+    contents: Vec<&'a str>,
     statuses: Vec<&'static str>,
     authors: Vec<i64>,
     times: Vec<NaiveDateTime>,
@@ -798,7 +802,7 @@ struct NewPostRows {
 /// input's order, the posts inserted, the outbox lock taken before the events' seqs are
 /// (`OutboxRepository::append`'s order guarantee), the events inserted; it returns each
 /// input's position, post id and seq, in input order.
-struct InsertPostsWithEvents<'a>(&'a NewPostRows);
+struct InsertPostsWithEvents<'a>(&'a NewPostRows<'a>);
 
 impl QueryFragment<Pg> for InsertPostsWithEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
