@@ -164,7 +164,7 @@ impl Database {
         };
         if let Some(writer) = &self.writer {
             let counters = &writer.counters;
-            stats.write_queue = counters.queued.load(Ordering::Relaxed);
+            stats.write_queue = counters.queued.load(Ordering::Relaxed).max(0) as usize;
             stats.writes = counters.writes.load(Ordering::Relaxed);
             stats.failed_batches = counters.failed_batches.load(Ordering::Relaxed);
             let mut cumulative = 0;

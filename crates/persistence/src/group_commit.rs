@@ -10,7 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -223,8 +223,10 @@ pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 /// What the writer has done, for metrics.
 #[derive(Debug, Default)]
 pub(crate) struct WriterCounters {
-    /// Writes waiting in the queue now.
-    pub(crate) queued: AtomicUsize,
+    /// Writes waiting in the queue now. Counted after the send, so that a count of n means n
+    /// writes are really in the queue; the writer may take a job before its sender counts it,
+    /// hence signed (briefly -1), where unsigned would wrap to 2^64 - 1.
+    pub(crate) queued: AtomicIsize,
     /// Batches committed (or failed) so far, by size bucket (`BATCH_SIZE_BOUNDS`, then larger).
     pub(crate) batches: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
     /// Writes run in batches so far.
@@ -360,7 +362,7 @@ fn writer(
                 Err(_) => break,
             }
         }
-        counters.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        counters.queued.fetch_sub(batch.len() as isize, Ordering::Relaxed);
         let size = batch.len();
         if let Err(err) = begin_batch(&mut conn) {
             counters.record_batch(size, true);

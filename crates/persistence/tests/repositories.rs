@@ -775,7 +775,9 @@ async fn create_in_one_batch(
         creates.push(tokio::spawn(async move {
             db2.create_post(author, new_post(&title, PostStatus::Published), now()).await
         }));
-        // Queued in this order: wait until this one is in the queue before the next.
+        // Queued in this order: wait until this one is in the queue before the next. A job is
+        // counted only once sent, and the holder's count is 0 or -1 by now, so i + 1 counted
+        // means creates 0..=i are all in the queue.
         while db.stats().write_queue < i + 1 {
             tokio::task::yield_now().await;
         }
