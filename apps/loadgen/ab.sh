@@ -4,7 +4,9 @@
 #
 #   apps/loadgen/ab.sh MODE ROUNDS 'BIN_DIR|DATABASE_URL' ['BIN_DIR|DATABASE_URL' ...]
 #
-# MODE is `list` (authenticated GET /api/posts/) or `create` (POST /api/posts/); BIN_DIR holds
+# MODE is `list` (authenticated GET /api/posts/), `create` (POST /api/posts/) or `list-writing`
+# (the authenticated list while two connections create posts, so that few lists find their page
+# cached: the page cache's miss path; the creates' rate is printed too); BIN_DIR holds
 # a release `newspaper` and `loadgen` (say target/release of two checkouts). Every run starts
 # its server afresh on DATABASE_URL (not emptied: seed it once, e.g. with bench.sh), warms up
 # for 1 s, measures 6 s at 64 connections and prints req/s.
@@ -14,9 +16,11 @@ shift 2
 case $mode in
   list) load=(--mode list --authenticated) ;;
   create) load=(--mode create) ;;
-  *) echo "MODE is list or create" >&2; exit 2 ;;
+  list-writing) load=(--mode list --authenticated) writing=1 ;;
+  *) echo "MODE is list, create or list-writing" >&2; exit 2 ;;
 esac
-trap 'pkill -f "newspaper --secret-key ab-" 2>/dev/null || true' EXIT
+creates=$(mktemp)
+trap 'pkill -f "newspaper --secret-key ab-" 2>/dev/null || true; rm -f "$creates"' EXIT
 
 run() { # BIN_DIR DATABASE_URL
   pkill -f "newspaper --secret-key ab-" 2>/dev/null || true
@@ -25,8 +29,20 @@ run() { # BIN_DIR DATABASE_URL
     --log warn --database-url "$2" --bind 127.0.0.1:8000 >/dev/null 2>&1 &
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8000/api/health/ >/dev/null && break; sleep 0.1; done
   "$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 1 --seed 0 >/dev/null
-  "$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 6 --seed 0 |
-    awk '/rate:/ {print $2}'
+  if [ -n "${writing:-}" ]; then
+    "$1/loadgen" http --url http://127.0.0.1:8000 --mode create --concurrency 2 --duration 7 \
+      --seed 0 >"$creates" &
+    local writer=$!
+    sleep 0.5
+  fi
+  local rate
+  rate=$("$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 6 \
+    --seed 0 | awk '/rate:/ {print $2}')
+  if [ -n "${writing:-}" ]; then
+    wait "$writer"
+    rate="$rate req/s, creating $(awk '/rate:/ {print $2}' "$creates")"
+  fi
+  echo "$rate"
 }
 
 for round in $(seq 1 "$rounds"); do

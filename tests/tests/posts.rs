@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use newspaper_tests::{TestApp, app_tests, titles};
+use newspaper_domain::{AuthorRef, PostStatus, PostTitle, UserId, now};
+use newspaper_persistence::{NewPost, OutboxRepository, UserRepository};
+use newspaper_tests::{TestApp, TestUser, app_tests, titles};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -350,5 +352,57 @@ app_tests! {
         // Pages are keyed by their full URL.
         assert_eq!(app.get("/api/posts/?search=zzz", None).await.1["count"], 0);
         assert_eq!(app.get("/api/posts/?page_size=1", None).await.1["next"], Value::Null);
+    }
+}
+
+/// Creates a post straight in the database: the server hears of it only when it next reads
+/// the outbox.
+async fn create_behind_the_servers_back(
+    app: &TestApp,
+    author: &TestUser,
+    title: &str,
+    status: PostStatus,
+) {
+    let author = AuthorRef {
+        id: UserId(author.id),
+        username: author.email.split('@').next().unwrap().into(),
+    };
+    let new = NewPost { title: PostTitle::parse(title).unwrap(), content: String::new(), status };
+    app.db.create_post(author, new, now()).await.unwrap();
+}
+
+/// The titles of `GET /api/posts/` as `token` sees them, and the feed position it was read at.
+async fn list_as(app: &TestApp, token: &str) -> (Vec<String>, i64) {
+    let res = app.request(Method::GET, "/api/posts/", Some(token)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seq = res.headers()["X-Feed-Seq"].to_str().unwrap().parse().unwrap();
+    (titles(&res.json().await.unwrap()), seq)
+}
+
+app_tests! {
+    async fn signed_in_readers_share_pages_only_while_the_feed_head_stands_still(app) {
+        let ann = app.user("ann@example.com").await;
+        let bob = app.user("bob@example.com").await;
+        let boss = app.staff("boss@example.com").await;
+        app.create_post(&ann, "First", "published").await;
+        // Bob has no drafts: he sees what the public sees, and is served the public's page.
+        assert_eq!(titles(&app.get("/api/posts/", None).await.1), ["First"]);
+        for _ in 0..2 {
+            assert_eq!(list_as(&app, &bob.access).await.0, ["First"]);
+        }
+        let latest = || async { app.db.read(OutboxRepository::latest_seq).await.unwrap().0 };
+        create_behind_the_servers_back(&app, &ann, "Second", PostStatus::Published).await;
+        assert_eq!(list_as(&app, &bob.access).await, (vec!["Second".to_owned(), "First".to_owned()], latest().await));
+        create_behind_the_servers_back(&app, &bob, "Bob's draft", PostStatus::Draft).await;
+        assert_eq!(list_as(&app, &bob.access).await, (vec!["Bob's draft".to_owned(), "Second".to_owned(), "First".to_owned()], latest().await));
+        for _ in 0..2 {
+            assert_eq!(list_as(&app, &ann.access).await.0, ["Second", "First"], "Bob's page is his alone");
+            assert_eq!(list_as(&app, &boss.access).await.0, ["Bob's draft", "Second", "First"]);
+            assert_eq!(list_as(&app, &bob.access).await.0, ["Bob's draft", "Second", "First"]);
+        }
+        // A page cached for a reader is no pass: the account is checked on every request.
+        let id = UserId(bob.id);
+        app.db.write(move |conn| UserRepository::set_active(conn, id, false, now())).await.unwrap();
+        assert_eq!(app.get("/api/posts/", Some(&bob.access)).await, (StatusCode::UNAUTHORIZED, json!({"detail": "User is inactive"})));
     }
 }

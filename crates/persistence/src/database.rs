@@ -274,6 +274,24 @@ impl Database {
         self.read(move |conn| snapshot_transaction(conn, &f)).await
     }
 
+    /// [`Database::read_snapshot`], unless `first`, run on the same connection before it,
+    /// settles the read (`Some`) from what it reads in one statement: a settled read costs no
+    /// transaction (on PostgreSQL, no `BEGIN` and `COMMIT` round trips), and an unsettled one
+    /// no second trip to the blocking pool.
+    pub async fn read_snapshot_unless<T, E, A, F>(&self, first: A, f: F) -> Result<T, E>
+    where
+        A: Fn(&mut DbConnection) -> Result<Option<T>, E> + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<PersistenceError> + Send + 'static,
+    {
+        self.read(move |conn| match first(conn)? {
+            Some(settled) => Ok(settled),
+            None => snapshot_transaction(conn, &f),
+        })
+        .await
+    }
+
     /// Runs a closure as one atomic write: committed if it returns `Ok`, rolled back if it
     /// returns `Err` (or panics). The result arrives only once the write is durable.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>

@@ -77,6 +77,7 @@ pub use newspaper_domain::Seq;
 pub use outbox::{OutboxRepository, OutboxState};
 pub use posts::{
     Keyset, NewPost, Page, PostChanges, PostQuery, PostRepository, ReadHead, SortKey, StatusCounts,
+    Visibility,
 };
 pub use tokens::RefreshTokenRepository;
 pub use users::{NewUser, UserRecord, UserRepository};

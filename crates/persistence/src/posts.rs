@@ -201,6 +201,25 @@ pub struct ReadHead {
     counters: ListCounters,
 }
 
+impl ReadHead {
+    /// Which posts `viewer` sees at this head: readers who see the same posts are given the
+    /// same lists, so a page read for one of them, at the same seq, serves them all.
+    pub fn visibility_of(&self, viewer: &Viewer) -> Visibility {
+        self.counters.visibility_of(viewer)
+    }
+}
+
+/// Which posts a reader sees, as far as lists tell readers apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Visibility {
+    /// Published posts: anonymous readers, and users who have no drafts.
+    Published,
+    /// Every post: staff.
+    Everything,
+    /// Published posts and this user's drafts.
+    PublishedAndDraftsOf(UserId),
+}
+
 /// The counters a list's count is read from, for one reader and one author filter.
 #[derive(Debug, Clone, Copy)]
 struct ListCounters {
@@ -215,6 +234,20 @@ struct ListCounters {
 }
 
 impl ListCounters {
+    /// What `viewer` sees. A user with no drafts at all (most readers) sees what the public
+    /// sees, and a page is then a range of the status index rather than a walk that tests
+    /// every entry; whether a user has drafts is known only for the reader these were read for.
+    fn visibility_of(&self, viewer: &Viewer) -> Visibility {
+        match viewer {
+            Viewer::Anonymous => Visibility::Published,
+            Viewer::User { is_staff: true, .. } => Visibility::Everything,
+            Viewer::User { id, .. } if self.reader == Some(*id) && self.own_drafts == 0 => {
+                Visibility::Published
+            }
+            Viewer::User { id, .. } => Visibility::PublishedAndDraftsOf(*id),
+        }
+    }
+
     /// Posts of `status` (any, if `None`), by the author the counters were read for.
     fn of(&self, status: Option<PostStatus>) -> i64 {
         match status {
@@ -644,21 +677,12 @@ impl PostRepository {
             }};
         }
 
-        let (count_parts, page_visibility) = match viewer {
-            Viewer::Anonymous => (vec![Visible::Published], Visible::Published),
-            Viewer::User { is_staff: true, .. } => (vec![Visible::All], Visible::All),
-            // Published posts plus one's own drafts: two disjoint sets, counted apart. A user
-            // with no drafts at all (most readers) sees what the public sees, and a page is
-            // then a range of the status index rather than a walk that tests every entry.
-            Viewer::User { id, .. } => {
-                if counters.own_drafts == 0 {
-                    (vec![Visible::Published], Visible::Published)
-                } else {
-                    (
-                        vec![Visible::Published, Visible::DraftsOf(*id)],
-                        Visible::PublishedOrDraftsOf(*id),
-                    )
-                }
+        let (count_parts, page_visibility) = match counters.visibility_of(viewer) {
+            Visibility::Published => (vec![Visible::Published], Visible::Published),
+            Visibility::Everything => (vec![Visible::All], Visible::All),
+            // Published posts plus one's own drafts: two disjoint sets, counted apart.
+            Visibility::PublishedAndDraftsOf(id) => {
+                (vec![Visible::Published, Visible::DraftsOf(id)], Visible::PublishedOrDraftsOf(id))
             }
         };
         // Without a search, every count is read from the counters the triggers keep; a

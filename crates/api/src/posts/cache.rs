@@ -1,6 +1,8 @@
-//! A small cache of anonymous list pages. The front page of a newspaper is read far more often
-//! than it changes; every commit (on this instance or, through the channel layer, on another)
-//! invalidates the whole cache, and entries expire after a second regardless. Bounded in bytes
+//! A small cache of list pages. The front page of a newspaper is read far more often than it
+//! changes; every commit (on this instance or, through the channel layer, on another)
+//! invalidates the whole cache, and entries expire after a second regardless. Anonymous
+//! readers are served from it as it is; a signed-in reader only when the feed head they read
+//! with their account is the one the page was read at. Bounded in bytes
 //! as well as in entries: a page of large posts cannot make it hold more than its budget.
 
 use std::collections::HashMap;
@@ -49,7 +51,7 @@ impl Entries {
     }
 }
 
-/// Response bodies of `GET /api/posts/` for anonymous readers, keyed by URL.
+/// Response bodies of `GET /api/posts/`, keyed by URL and by which posts their readers see.
 #[derive(Default)]
 pub struct ListCache {
     entries: RwLock<Entries>,

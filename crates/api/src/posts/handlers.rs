@@ -5,8 +5,9 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
-use newspaper_persistence::{DbConnection, PostRepository};
+use newspaper_persistence::{DbConnection, Page, PostRepository, Visibility};
 
+use super::cache::CachedPage;
 use super::input::PostInput;
 use super::list::{ListRequest, PageNumber};
 use crate::ApiError;
@@ -71,40 +72,59 @@ pub async fn list_posts(
 ) -> Result<HttpResponse, ApiError> {
     let request = ListRequest::parse(req.query_string())?;
     let base = base_url(&req);
-    // Anonymous readers all see the same thing, so their pages can be shared.
-    let cache_key = auth.0.is_none().then(|| format!("{base}?{}", req.query_string()));
+    let url = format!("{base}?{}", req.query_string());
     let generation = state.realtime.generation();
-    if let Some((seq, body)) =
-        cache_key.as_deref().and_then(|key| state.list_cache.get(key, generation))
-    {
-        return Ok(json_at(seq, body));
+    if auth.0.is_none() {
+        // Anonymous readers need no check: a page cached since the last change this instance
+        // heard of is served as it is.
+        let key = page_key(Visibility::Published, &url);
+        if let Some((seq, body)) = state.list_cache.get(&key, generation) {
+            return Ok(json_at(seq, body));
+        }
     }
+    // A reader's account is checked on every request, in one statement that also reads the
+    // feed head. A page read for someone who sees the same posts serves them if the head has
+    // not moved since (no post was written): exact, even for a write this instance has not
+    // heard of yet.
+    let cached = {
+        let (state, auth, url) = (state.clone(), auth.clone(), url.clone());
+        let author = request.query.author;
+        move |conn: &mut DbConnection| {
+            let Some(reader) = auth.user_id() else { return Ok(None) };
+            let head = PostRepository::read_head(conn, Some(reader), author)?;
+            let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
+            let key = page_key(head.visibility_of(&viewer), &url);
+            let page = state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq);
+            Ok::<_, ApiError>(page.map(Listed::Cached))
+        }
+    };
     let plan = request.clone();
     let reader = state.clone();
     // One snapshot for the caller, the page and the feed position, so `X-Feed-Seq` is exact.
-    let (number, page, seq) = state
-        .db
-        .read_snapshot(move |conn| {
-            let head = PostRepository::read_head(conn, auth.user_id(), plan.query.author)?;
-            let viewer = auth.viewer_of(&reader.tokens, head.reader.clone())?;
-            let seq = head.seq;
-            if let Some(query) = plan.query_for_cursor() {
-                let page = PostRepository::list_at(conn, &viewer, &head, &query)?;
-                return Ok::<_, ApiError>((None, page, seq));
+    let read = move |conn: &mut DbConnection| {
+        let head = PostRepository::read_head(conn, auth.user_id(), plan.query.author)?;
+        let viewer = auth.viewer_of(&reader.tokens, head.reader.clone())?;
+        let (seq, visibility) = (head.seq, head.visibility_of(&viewer));
+        if let Some(query) = plan.query_for_cursor() {
+            let page = PostRepository::list_at(conn, &viewer, &head, &query)?;
+            return Ok(Listed::Read { number: None, page, seq, visibility });
+        }
+        let number = match plan.page {
+            PageNumber::Number(n) => n,
+            PageNumber::Last => {
+                let only_count =
+                    newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
+                let count = PostRepository::list_at(conn, &viewer, &head, &only_count)?.count;
+                count.div_ceil(plan.page_size).max(1)
             }
-            let number = match plan.page {
-                PageNumber::Number(n) => n,
-                PageNumber::Last => {
-                    let only_count =
-                        newspaper_persistence::PostQuery { limit: 0, ..plan.query.clone() };
-                    let count = PostRepository::list_at(conn, &viewer, &head, &only_count)?.count;
-                    count.div_ceil(plan.page_size).max(1)
-                }
-            };
-            let page = PostRepository::list_at(conn, &viewer, &head, &plan.query_for_page(number))?;
-            Ok((Some(number), page, seq))
-        })
-        .await?;
+        };
+        let page = PostRepository::list_at(conn, &viewer, &head, &plan.query_for_page(number))?;
+        Ok(Listed::Read { number: Some(number), page, seq, visibility })
+    };
+    let (number, page, seq, visibility) = match state.db.read_snapshot_unless(cached, read).await? {
+        Listed::Cached((seq, body)) => return Ok(json_at(seq, body)),
+        Listed::Read { number, page, seq, visibility } => (number, page, seq, visibility),
+    };
     let body = match number {
         Some(number) => {
             serde_json::to_vec(&request.paginate(&base, number, page.count, page.items)?)
@@ -112,10 +132,24 @@ pub async fn list_posts(
         None => serde_json::to_vec(&request.paginate_by_cursor(&base, page.items)),
     };
     let body = Bytes::from(body.map_err(|e| ApiError::Internal(e.to_string()))?);
-    if let Some(key) = cache_key {
-        state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
-    }
+    let key = page_key(visibility, &url);
+    state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
     Ok(json_at(seq, body))
+}
+
+/// A list as read: a page cached for readers who see the same posts, or read afresh.
+enum Listed {
+    Cached(CachedPage),
+    Read { number: Option<u64>, page: Page<Post>, seq: Seq, visibility: Visibility },
+}
+
+/// The list cache's key for the page at `url` as readers of `visibility` see it.
+fn page_key(visibility: Visibility, url: &str) -> String {
+    match visibility {
+        Visibility::Published => url.to_owned(),
+        Visibility::Everything => format!("staff {url}"),
+        Visibility::PublishedAndDraftsOf(user) => format!("user {} {url}", user.0),
+    }
 }
 
 /// Create a post; the caller is its author.
