@@ -14,7 +14,7 @@ use newspaper_domain::{
 use newspaper_persistence::{
     Database, DbConnection, Keyset, NewPost, NewUser, OutboxRepository, PersistenceError,
     PoolOptions, PostChanges, PostQuery, PostRepository, RefreshTokenRepository, SortKey,
-    UserRepository, backend_tests, migrations,
+    UserRepository, Visibility, backend_tests, migrations,
 };
 
 fn user(conn: &mut DbConnection, email: &str, staff: bool) -> User {
@@ -274,6 +274,22 @@ backend_tests! {
         assert!(PostRepository::find_visible_to(&mut conn, &as_user(&bob), draft.id).unwrap().is_none());
         assert!(PostRepository::find_visible_to(&mut conn, &as_user(&boss), draft.id).unwrap().is_some());
         assert!(PostRepository::find_visible_to(&mut conn, &Viewer::Anonymous, PostId(999)).unwrap().is_none());
+
+        // Readers who see the same posts are told apart no further (they share cached pages):
+        // a user without drafts sees what the public sees, whatever the author filter.
+        let carl = user(&mut conn, "carl@example.com", false);
+        let visibility = |conn: &mut _, viewer: Viewer, author: Option<UserId>| {
+            PostRepository::read_head(conn, viewer.user_id(), author).unwrap().visibility_of(&viewer)
+        };
+        assert_eq!(visibility(&mut conn, Viewer::Anonymous, None), Visibility::Published);
+        assert_eq!(visibility(&mut conn, as_user(&carl), None), Visibility::Published);
+        assert_eq!(visibility(&mut conn, as_user(&carl), Some(ann.id)), Visibility::Published);
+        assert_eq!(visibility(&mut conn, as_user(&bob), None), Visibility::PublishedAndDraftsOf(bob.id));
+        assert_eq!(visibility(&mut conn, as_user(&bob), Some(ann.id)), Visibility::PublishedAndDraftsOf(bob.id));
+        assert_eq!(visibility(&mut conn, as_user(&boss), None), Visibility::Everything);
+        // Read for another reader, a head cannot tell whether this one has drafts.
+        let anonymous_head = PostRepository::read_head(&mut conn, None, None).unwrap();
+        assert_eq!(anonymous_head.visibility_of(&as_user(&carl)), Visibility::PublishedAndDraftsOf(carl.id));
     }
 
     fn lists_filter_search_order_and_paginate(test_db) {
