@@ -4,7 +4,8 @@
 #
 #   apps/loadgen/ab.sh MODE ROUNDS 'BIN_DIR|DATABASE_URL' ['BIN_DIR|DATABASE_URL' ...]
 #
-# MODE is `list` (authenticated GET /api/posts/), `create` (POST /api/posts/) or `list-writing`
+# MODE is `list` (authenticated GET /api/posts/), `anonymous-list` (the same without a token: the
+# ceiling an authenticated list can reach), `create` (POST /api/posts/) or `list-writing`
 # (the authenticated list while two connections create posts, so that few lists find their page
 # cached: the page cache's miss path; the creates' rate is printed too); BIN_DIR holds
 # a release `newspaper` and `loadgen` (say target/release of two checkouts). Every run starts
@@ -15,9 +16,10 @@ mode=$1 rounds=$2
 shift 2
 case $mode in
   list) load=(--mode list --authenticated) ;;
+  anonymous-list) load=(--mode list) ;;
   create) load=(--mode create) ;;
   list-writing) load=(--mode list --authenticated) writing=1 ;;
-  *) echo "MODE is list, create or list-writing" >&2; exit 2 ;;
+  *) echo "MODE is list, anonymous-list, create or list-writing" >&2; exit 2 ;;
 esac
 creates=$(mktemp)
 trap 'pkill -f "newspaper --secret-key ab-" 2>/dev/null || true; rm -f "$creates"' EXIT

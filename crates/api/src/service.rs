@@ -253,6 +253,7 @@ impl Newspaper {
             settings: settings.clone(),
             pages: Pages::load()?,
             list_cache: Default::default(),
+            list_heads: Default::default(),
         });
 
         let dispatcher =

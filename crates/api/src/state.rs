@@ -29,8 +29,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// HTML pages.
     pub pages: Pages,
-    /// Anonymous list pages.
+    /// List pages, by which posts their readers see.
     pub list_cache: crate::posts::ListCache,
+    /// The heads signed-in readers listed posts with, while nothing is committed.
+    pub list_heads: crate::posts::HeadCache,
 }
 
 impl std::fmt::Debug for AppState {

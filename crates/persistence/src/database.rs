@@ -7,6 +7,7 @@ use std::time::Duration;
 use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
+use crate::commit_watch::{CommitMark, CommitWatch};
 use crate::connection::{ConnectionManager, ConnectionOptions, Liveness, is_alive};
 use crate::group_commit::{BATCH_SIZE_BOUNDS, GroupCommitter};
 use crate::limits::DeadlineGuard;
@@ -106,6 +107,8 @@ pub struct Database {
     write_lock: Option<Arc<Mutex<()>>>,
     /// One permit per pooled connection: the async reads that may hold one at once.
     readers: Arc<tokio::sync::Semaphore>,
+    /// Where the backend can tell without a query that nothing was committed (SQLite in WAL).
+    commits: Option<Arc<CommitWatch>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -140,6 +143,7 @@ impl Database {
             // so batching them into fewer commits is pure gain.
             (Some(GroupCommitter::start(url, options.connection(), options.write_queue)?), None)
         };
+        let commits = CommitWatch::open(url, &options.connection())?.map(Arc::new);
         Ok(Self {
             pool,
             url: url.clone(),
@@ -150,6 +154,7 @@ impl Database {
             waiting: Arc::default(),
             write_lock,
             readers: Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
+            commits,
         })
     }
 
@@ -175,6 +180,15 @@ impl Database {
             }
         }
         stats
+    }
+
+    /// A mark of what is committed now, read without a query where the backend allows it
+    /// (SQLite in WAL mode; `None` otherwise, and now and then while a commit is under way):
+    /// while the mark read later equals this one, nothing was committed in between, by this
+    /// process or any other. Lets callers reuse what they read at a mark without asking the
+    /// database again, and without missing a write made behind their back.
+    pub fn commit_mark(&self) -> Option<CommitMark> {
+        self.commits.as_ref()?.mark()
     }
 
     /// Which database this is.

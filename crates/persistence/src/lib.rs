@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod commit_watch;
 mod connection;
 mod database;
 mod error;
@@ -68,6 +69,7 @@ pub mod testing;
 mod tokens;
 mod users;
 
+pub use commit_watch::CommitMark;
 pub use connection::{
     Backend, ConnectionManager, ConnectionOptions, DatabaseUrl, DbConnection, MultiBackend,
 };

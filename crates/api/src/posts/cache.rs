@@ -4,13 +4,20 @@
 //! readers are served from it as it is; a signed-in reader only when the feed head they read
 //! with their account is the one the page was read at. Bounded in bytes
 //! as well as in entries: a page of large posts cannot make it hold more than its budget.
+//!
+//! Where the database tells without a query that nothing was committed (SQLite in WAL mode;
+//! see [`newspaper_persistence::CommitMark`]), the heads signed-in readers were read with are
+//! kept too, each for as long as the database's commit mark stays the one it was read at: a
+//! reader whose page is cached is then served without a query, and still exactly (any write,
+//! by any process, moves the mark).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use newspaper_domain::Seq;
+use newspaper_domain::{Seq, UserId};
+use newspaper_persistence::{CommitMark, ReadHead};
 
 /// Pages kept at most; a full cache starts over.
 const MAX_ENTRIES: usize = 512;
@@ -100,6 +107,55 @@ impl ListCache {
     pub fn size(&self) -> (usize, usize) {
         let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         (entries.pages.len(), entries.bytes)
+    }
+}
+
+/// Read heads kept at most; a full cache starts over.
+const MAX_HEADS: usize = 4096;
+
+#[derive(Default)]
+struct Heads {
+    mark: Option<CommitMark>,
+    /// By reader and author filter (a head's counters are read for one author, or all).
+    heads: HashMap<(UserId, Option<UserId>), ReadHead>,
+}
+
+/// The heads (account, feed position, counters) signed-in readers listed posts with, valid
+/// only at the commit mark they were read at.
+#[derive(Default)]
+pub struct HeadCache {
+    entries: RwLock<Heads>,
+}
+
+impl std::fmt::Debug for HeadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadCache").finish_non_exhaustive()
+    }
+}
+
+impl HeadCache {
+    /// `reader`'s head for lists of `author`'s posts (all, if `None`), if it was read at `mark`.
+    pub fn get(
+        &self,
+        mark: CommitMark,
+        reader: UserId,
+        author: Option<UserId>,
+    ) -> Option<ReadHead> {
+        let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.mark != Some(mark) {
+            return None;
+        }
+        entries.heads.get(&(reader, author)).cloned()
+    }
+
+    /// Keeps a head read after `mark` was: if the mark has not moved since, nothing newer exists.
+    pub fn put(&self, mark: CommitMark, reader: UserId, author: Option<UserId>, head: ReadHead) {
+        let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.mark != Some(mark) || entries.heads.len() >= MAX_HEADS {
+            entries.mark = Some(mark);
+            entries.heads.clear();
+        }
+        entries.heads.insert((reader, author), head);
     }
 }
 

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
-use newspaper_persistence::{DbConnection, Page, PostRepository, Visibility};
+use newspaper_persistence::{DbConnection, Page, PostRepository, ReadHead, Visibility};
 
 use super::cache::CachedPage;
 use super::input::PostInput;
@@ -85,17 +85,28 @@ pub async fn list_posts(
     // A reader's account is checked on every request, in one statement that also reads the
     // feed head. A page read for someone who sees the same posts serves them if the head has
     // not moved since (no post was written): exact, even for a write this instance has not
-    // heard of yet.
+    // heard of yet. Where the database can tell that nothing at all was committed since a
+    // reader's head was read (its commit mark), that head is still exact and needs no query.
+    let mark = state.db.commit_mark();
+    let author = request.query.author;
+    if let (Some(mark), Some(reader)) = (mark, auth.user_id()) {
+        if let Some(head) = state.list_heads.get(mark, reader, author) {
+            if let Some((seq, body)) = cached_page_at(&state, &auth, &head, &url, generation)? {
+                return Ok(json_at(seq, body));
+            }
+        }
+    }
     let cached = {
         let (state, auth, url) = (state.clone(), auth.clone(), url.clone());
-        let author = request.query.author;
         move |conn: &mut DbConnection| {
             let Some(reader) = auth.user_id() else { return Ok(None) };
             let head = PostRepository::read_head(conn, Some(reader), author)?;
-            let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
-            let key = page_key(head.visibility_of(&viewer), &url);
-            let page = state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq);
-            Ok::<_, ApiError>(page.map(Listed::Cached))
+            if let Some(mark) = mark {
+                state.list_heads.put(mark, reader, author, head.clone());
+            }
+            Ok::<_, ApiError>(
+                cached_page_at(&state, &auth, &head, &url, generation)?.map(Listed::Cached),
+            )
         }
     };
     let plan = request.clone();
@@ -135,6 +146,20 @@ pub async fn list_posts(
     let key = page_key(visibility, &url);
     state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
     Ok(json_at(seq, body))
+}
+
+/// The page at `url` cached for readers who see what `auth`'s reader sees at `head`, if it
+/// was read at that head; checks the reader's account against their token first.
+fn cached_page_at(
+    state: &AppState,
+    auth: &MaybeBearer,
+    head: &ReadHead,
+    url: &str,
+    generation: u64,
+) -> Result<Option<CachedPage>, ApiError> {
+    let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
+    let key = page_key(head.visibility_of(&viewer), url);
+    Ok(state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq))
 }
 
 /// A list as read: a page cached for readers who see the same posts, or read afresh.
