@@ -6,7 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::channel::{ChannelOwner, ChannelShared, Push};
 use crate::{ChannelName, ChannelReceiver, GroupName, LayerConfig, LayerError, Message};
@@ -32,6 +32,18 @@ struct Member {
 #[derive(Default)]
 struct Group {
     members: RwLock<HashMap<ChannelName, Member>>,
+    /// No member was renewed before this ([`Hub::clock`]): until that is longer ago than the
+    /// expiry no membership can have expired, and the group's size is its number of members,
+    /// without a walk over them all (which, for every stream that joins, made joining
+    /// quadratic in the group's size).
+    renewed_since: AtomicU64,
+}
+
+impl Group {
+    /// Records that every member left in the group was renewed at `oldest` or later.
+    fn renewed_since(&self, oldest: u64) {
+        self.renewed_since.store(oldest, Ordering::Release);
+    }
 }
 
 /// A change in which groups have local members, for layers that mirror membership upstream.
@@ -52,6 +64,8 @@ pub(crate) struct FanOut {
 
 pub(crate) struct Hub {
     config: LayerConfig,
+    /// The origin of [`Hub::clock`].
+    started: Instant,
     prefix: String,
     next_id: AtomicU64,
     channels: Vec<Mutex<HashMap<ChannelName, Arc<ChannelShared>>>>,
@@ -67,6 +81,7 @@ impl Hub {
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
+            started: Instant::now(),
             prefix,
             next_id: AtomicU64::new(1),
             channels: (0..CHANNEL_SHARDS).map(|_| Mutex::default()).collect(),
@@ -77,6 +92,11 @@ impl Hub {
 
     pub(crate) fn config(&self) -> &LayerConfig {
         &self.config
+    }
+
+    /// Nanoseconds since the hub started, the form a group's oldest renewal is kept in.
+    fn clock(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -120,7 +140,11 @@ impl Hub {
         })?;
         let first = {
             let mut groups = lock(&self.groups[shard_of(group, GROUP_SHARDS)]);
-            let entry = groups.entry(group.clone()).or_default();
+            let entry = groups.entry(group.clone()).or_insert_with(|| {
+                let group = Group::default();
+                group.renewed_since(self.clock(Instant::now()));
+                Arc::new(group)
+            });
             let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
             let first = members.is_empty();
             members
@@ -174,6 +198,7 @@ impl Hub {
         let now = Instant::now();
         let mut stale = Vec::new();
         let mut result = FanOut::default();
+        let mut oldest = now;
         {
             let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
             for (name, member) in members.iter() {
@@ -182,7 +207,10 @@ impl Hub {
                     continue;
                 }
                 match member.channel.push(message.clone()) {
-                    Push::Queued => result.delivered += 1,
+                    Push::Queued => {
+                        result.delivered += 1;
+                        oldest = oldest.min(member.renewed);
+                    }
                     Push::Overflowed => {
                         result.lagged += 1;
                         stale.push(name.clone());
@@ -194,20 +222,32 @@ impl Hub {
         if !stale.is_empty() {
             self.remove_members(group, &stale);
         }
+        // Members that joined meanwhile were renewed later still.
+        entry.renewed_since(self.clock(oldest));
         result
     }
 
-    /// Live local members of a group.
+    /// Live local members of a group. A channel leaves its groups as it closes or falls
+    /// behind, so while no membership can have expired that is every member.
     pub(crate) fn local_size(&self, group: &GroupName) -> usize {
         let Some(entry) = self.group(group) else { return 0 };
         let now = Instant::now();
         let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
-        members
+        let since = entry.renewed_since.load(Ordering::Acquire);
+        let unexpired = Duration::from_nanos(self.clock(now).saturating_sub(since));
+        if unexpired <= self.config.group_expiry {
+            return members.len();
+        }
+        let mut oldest = now;
+        let live = members
             .values()
+            .inspect(|m| oldest = oldest.min(m.renewed))
             .filter(|m| {
                 m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry
             })
-            .count()
+            .count();
+        entry.renewed_since(self.clock(oldest));
+        live
     }
 
     pub(crate) fn local_groups(&self) -> Vec<(GroupName, usize)> {
@@ -271,5 +311,42 @@ impl ChannelOwner for Hub {
         for group in groups {
             self.remove_members(&group, std::slice::from_ref(&channel.name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_group_counts_its_members_and_stops_counting_expired_ones() {
+        // Long enough that `kept`, renewed just before each count, never expires in between,
+        // even on a busy machine.
+        let expiry = Duration::from_millis(500);
+        let config = LayerConfig { group_expiry: expiry, ..LayerConfig::default() };
+        let hub = Hub::new(config, "t".into(), None);
+        let g = GroupName::new("g").unwrap();
+        let (old, kept) = (hub.new_channel(), hub.new_channel());
+        hub.add(&g, old.name()).unwrap();
+        hub.add(&g, kept.name()).unwrap();
+        assert_eq!(hub.local_size(&g), 2);
+
+        // Expiry is about time passing: nothing else to wait on.
+        std::thread::sleep(expiry + Duration::from_millis(50));
+        hub.add(&g, kept.name()).unwrap();
+        // `old` was last renewed more than the expiry ago: no longer counted, though still listed.
+        assert_eq!(hub.local_size(&g), 1);
+        assert_eq!(hub.local_size(&g), 1, "the oldest renewal seen keeps the next count a walk");
+
+        // A fan-out drops the expired member; the count is exact without a walk again, and a
+        // member that joins is counted at once.
+        assert_eq!(hub.fan_out(&g, &Message::from_static(b"x")).delivered, 1);
+        let late = hub.new_channel();
+        hub.add(&g, late.name()).unwrap();
+        assert_eq!(hub.local_size(&g), 2);
+        drop(late);
+        assert_eq!(hub.local_size(&g), 1, "a dropped receiver leaves at once");
     }
 }
