@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use newspaper_domain::Seq;
+use newspaper_persistence::CommitMark;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, watch};
 
 use crate::metrics::Metrics;
@@ -55,6 +57,10 @@ struct Inner {
     /// Replays (outbox reads for `since`, gaps, rejoins) running at once, at most: replaying
     /// clients cannot take every database connection from API requests.
     replays: Semaphore,
+    /// The outbox's oldest retained seq and its head, as read at a commit mark: while the
+    /// database's mark stays there, a stream opens without reading them again (a storm of
+    /// thousands of connections costs no query each).
+    history: Mutex<Option<(CommitMark, Seq, Seq)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -96,6 +102,7 @@ impl Realtime {
                 streams_per_client: Mutex::new(HashMap::new()),
                 max_streams_per_client: limits.max_streams_per_client,
                 replays: Semaphore::new(limits.concurrent_replays.max(1)),
+                history: Mutex::new(None),
                 metrics: Arc::new(Metrics::new()),
             }),
         }
@@ -130,6 +137,18 @@ impl Realtime {
     /// Waits for a turn to read the outbox for a replay.
     pub(crate) async fn replay_permit(&self) -> Option<SemaphorePermit<'_>> {
         self.inner.replays.acquire().await.ok()
+    }
+
+    /// The outbox's oldest retained seq and head, if they were read at `mark`.
+    pub(crate) fn history_at(&self, mark: CommitMark) -> Option<(Seq, Seq)> {
+        let history = self.inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.filter(|(at, ..)| *at == mark).map(|(_, pruned, head)| (pruned, head))
+    }
+
+    /// Keeps the outbox's oldest retained seq and head, read after `mark` was.
+    pub(crate) fn keep_history_at(&self, mark: CommitMark, pruned: Seq, head: Seq) {
+        *self.inner.history.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((mark, pruned, head));
     }
 
     /// Tells the dispatcher (here and, with a shared layer, on every instance) that an outbox

@@ -177,18 +177,29 @@ async fn open(
     // Counted as joined now, and as left when the stream ends, whichever way it ends.
     let memberships = Memberships::new(state, user.is_some());
     let presence_epoch = state.realtime.next_presence_epoch();
-    let read = state
-        .db
-        .read(move |conn| {
-            let outbox = OutboxRepository::state(conn)?;
-            let head = OutboxRepository::latest_seq(conn)?;
-            let record = match user {
-                Some(user) => UserRepository::find_by_id(conn, user)?,
-                None => None,
-            };
-            Ok::<_, PersistenceError>((outbox.pruned, head, record))
-        })
-        .await;
+    // Read after the groups were joined; while nothing was committed since the history was
+    // last read, what was read then is what a read now would return.
+    let mark = state.db.commit_mark();
+    let known = mark.filter(|_| user.is_none()).and_then(|m| state.realtime.history_at(m));
+    let read = match known {
+        Some((pruned, head)) => Ok((pruned, head, None)),
+        None => {
+            let read = state.db.read(move |conn| {
+                let outbox = OutboxRepository::state(conn)?;
+                let head = OutboxRepository::latest_seq(conn)?;
+                let record = match user {
+                    Some(user) => UserRepository::find_by_id(conn, user)?,
+                    None => None,
+                };
+                Ok::<_, PersistenceError>((outbox.pruned, head, record))
+            });
+            let read = read.await;
+            if let (Some(mark), Ok((pruned, head, _))) = (mark, &read) {
+                state.realtime.keep_history_at(mark, *pruned, *head);
+            }
+            read
+        }
+    };
     let (pruned, head, record) = match read {
         Ok(read) => read,
         Err(err) => {
