@@ -96,14 +96,22 @@ app_tests! {
         assert_eq!(late.close_code().await.0, 1009);
         reader.close().await;
         author.close().await;
-        let scrape = app.metrics_until("every stream closed", |s| s.count("newspaper_ws_streams", &[]) == 0.0).await;
+        // A stream's end is counted in several metrics, one after the other, and a scrape reads
+        // them one after the other too: wait for a scrape that saw every stream's whole end.
+        let closed = |s: &newspaper_tests::Scrape| -> f64 {
+            s.all("newspaper_ws_streams_closed_total").iter().map(|s| s.value).sum()
+        };
+        let feed = [("group", "blog_feed")];
+        let scrape = app
+            .metrics_until("every stream closed", |s| {
+                s.count("newspaper_ws_streams", &[]) == 0.0
+                    && closed(s) == 3.0
+                    && s.count("newspaper_ws_group_leaves_total", &feed)
+                        == s.count("newspaper_ws_group_joins_total", &feed)
+            })
+            .await;
         assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "1009")]), 1.0);
-        let closed: f64 = scrape.all("newspaper_ws_streams_closed_total").iter().map(|s| s.value).sum();
-        assert_eq!(closed, 3.0);
-        assert_eq!(
-            scrape.count("newspaper_ws_group_leaves_total", &[("group", "blog_feed")]),
-            scrape.count("newspaper_ws_group_joins_total", &[("group", "blog_feed")]),
-        );
+        assert_eq!(scrape.count("newspaper_ws_group_joins_total", &feed), 3.0);
     }
 
     async fn the_dispatcher_writer_pool_and_process_are_visible(app) {
