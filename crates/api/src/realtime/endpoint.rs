@@ -72,13 +72,15 @@ pub(crate) async fn blog_feed_socket(
         return Err(ApiError::TooManyStreams(state.realtime.max_streams_per_client()));
     };
     let params = session_params(req.query_string());
-    let (response, ws, stream) =
+    // The stream writes its frames through its own response body, not actix-ws's session.
+    let (response, _, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = settings.realtime.max_message_bytes;
     let stream =
         stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
-    session::open_stream(state.into_inner(), params, ws, stream, slot).await;
-    Ok(response)
+    let (response, upstream) = response.into_parts();
+    let body = session::open_stream(state.into_inner(), params, stream, slot, upstream).await;
+    Ok(response.set_body(body).map_into_boxed_body())
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! How a stream ends, and the close code each ending gets (docs/websocket.md has the table).
 
-use std::time::{Duration, Instant};
-
 use actix_ws::{CloseCode, ProtocolError};
 use newspaper_domain::Seq;
 use newspaper_events::ChannelReceiver;
@@ -74,28 +72,18 @@ fn too_big(max_message_bytes: usize) -> Exit {
     Exit::close(CloseCode::Size, format!("message larger than {max_message_bytes} bytes"))
 }
 
-/// Waits for a write to be queued, but not past the point where the client has already lost:
-/// overflow of its event buffer, shutdown (its channel closes), or a write stalled for `stall`
-/// (checked on heartbeat ticks, so the hot path arms no timer of its own).
+/// Waits for room to queue a write, but not past the point where the client has already
+/// lost: its event buffer overflowed, or the layer shut down (its channel closes). Room comes
+/// as soon as the connection takes the queued bytes; while it cannot write, it does not poll
+/// the session at all (module `connection`).
 pub(super) async fn guarded(
-    write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+    write: impl std::future::Future<Output = ()>,
     receiver: &ChannelReceiver,
-    heartbeat: &mut tokio::time::Interval,
     resume: Seq,
-    stall: Duration,
 ) -> Result<(), Exit> {
-    let started = Instant::now();
-    let mut write = std::pin::pin!(write);
-    loop {
-        tokio::select! {
-            biased;
-            written = &mut write => return written.map_err(|_| Exit::Gone),
-            _ = receiver.lagged() => return Err(Exit::lagged(resume)),
-            _ = heartbeat.tick() => {
-                if started.elapsed() >= stall {
-                    return Err(Exit::close(CloseCode::Policy, "write stalled"));
-                }
-            }
-        }
+    tokio::select! {
+        biased;
+        () = write => Ok(()),
+        () = receiver.lagged() => Err(Exit::lagged(resume)),
     }
 }

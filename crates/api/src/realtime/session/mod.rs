@@ -3,11 +3,13 @@
 //! and in seq order, filling any gap from the outbox. Its rights end with its token or its
 //! user's credentials. Slow, silent or abusive clients are closed with the matching code.
 //!
-//! The parts: [`position`] (where the stream is in the event order), [`credentials`] (who it
-//! is and until when), [`replay`] (reading the outbox), [`subscriptions`] (groups),
-//! [`limits`] (message rate), [`close`] (how it ends).
+//! The parts: [`connection`] (the response body the stream runs in), [`position`] (where the
+//! stream is in the event order), [`credentials`] (who it is and until when), [`replay`]
+//! (reading the outbox), [`subscriptions`] (groups), [`limits`] (message rate), [`close`] (how
+//! it ends).
 
 mod close;
+mod connection;
 mod credentials;
 mod limits;
 mod position;
@@ -16,17 +18,20 @@ mod subscriptions;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_web::body::BoxBody;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode};
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use newspaper_domain::{PostId, Seq, UserId, Viewer};
 use newspaper_events::{ChannelReceiver, GroupName, LayerError, RecvError};
 use newspaper_persistence::{OutboxRepository, PersistenceError, UserRepository};
 
 use self::close::{Exit, guarded};
+use self::connection::Outgoing;
+pub(crate) use self::connection::StreamBody;
 use self::credentials::Credentials;
 use self::limits::{RateLimiter, Verdict};
 use self::position::{Arrival, Position};
@@ -55,59 +60,53 @@ enum Start {
 /// Opens a stream: joins its groups, fixes where it starts and checks its token before the
 /// handshake is answered, so "the head as of the handshake" is a point the client has seen
 /// pass (a post committed after the client got its 101 is always delivered). The rest of
-/// the connection runs in a task of its own.
+/// the stream runs in the returned response body; `upstream` is actix-ws's own body, kept
+/// alive (never polled) because its drop ends `stream`.
 pub(crate) async fn open_stream(
     state: Arc<AppState>,
     params: SessionParams,
-    ws: Session,
     stream: AggregatedMessageStream,
     slot: super::ClientSlot,
-) {
+    upstream: BoxBody,
+) -> StreamBody {
     let counted = (state.realtime.connection_opened(), slot);
     let metrics = state.realtime.metrics();
     metrics.streams_opened.inc();
     metrics.streams_open.inc();
+    let out = Outgoing::default();
     // Rare, large futures are boxed: what stays inline is what every idle connection keeps for
     // its whole life, so its size is memory per connection.
-    match Box::pin(open(&state, params, ws)).await {
+    match Box::pin(open(&state, params, out.clone())).await {
         Ok((session, start)) => {
-            actix_web::rt::spawn(serve(session, start, stream, counted));
+            let on_end = Box::new(move |exit: Exit, out: &Outgoing| {
+                finish(&state, exit, out);
+                drop(counted);
+            });
+            StreamBody::running(out, Box::pin(serve(session, start, stream)), on_end, upstream)
         }
-        Err((exit, ws)) => {
+        Err(exit) => {
             drop(counted);
-            finish(&state, exit, ws);
+            finish(&state, exit, &out);
+            StreamBody::ended(out, upstream)
         }
     }
 }
 
-/// Runs an opened stream to the end.
+/// Runs an opened stream to the end. The session goes with it, its channel leaving every
+/// group before the end is counted.
 async fn serve(
     mut session: FeedSession,
     start: Start,
     mut stream: AggregatedMessageStream,
-    _counted: (super::ConnectionGuard, super::ClientSlot),
-) {
-    let exit = match Box::pin(session.start(start)).await {
+) -> Exit {
+    match Box::pin(session.start(start)).await {
         Ok(()) => session.event_loop(&mut stream).await,
         Err(exit) => exit,
-    };
-    // The session's channel goes with it, leaving every group before the recount.
-    let metrics = session.state.realtime.metrics();
-    if session.position.in_feed() {
-        metrics.left("blog_feed");
     }
-    for _ in &session.subscriptions {
-        metrics.left("post");
-    }
-    if session.credentials.is_some() {
-        metrics.left("user");
-    }
-    let FeedSession { state, ws, .. } = session;
-    finish(&state, exit, ws);
 }
 
-/// Says goodbye with the exit's close code.
-fn finish(state: &AppState, exit: Exit, ws: Session) {
+/// Counts the end and says goodbye with the exit's close code.
+fn finish(state: &AppState, exit: Exit, out: &Outgoing) {
     state.realtime.nudge_presence();
     let metrics = state.realtime.metrics();
     metrics.streams_open.dec();
@@ -117,18 +116,14 @@ fn finish(state: &AppState, exit: Exit, ws: Session) {
     };
     metrics.streams_closed.with_label_values(&[&code]).inc();
     if let Exit::Close(code, reason) = exit {
-        // The outgoing queue may be full (a client that stopped reading); never wait long.
-        actix_web::rt::spawn(async move {
-            let reason = CloseReason { code, description: Some(reason) };
-            let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(reason))).await;
-        });
+        out.close(code, &reason);
     }
 }
 
 /// Reports a handshake problem on the socket (where a browser can see it) and closes with 1008.
-async fn refuse(mut ws: Session, detail: &str, reason: String) -> (Exit, Session) {
-    let _ = ws.text(ServerFrame::Error { detail }.to_text()).await;
-    (Exit::close(CloseCode::Policy, reason), ws)
+async fn refuse(out: &Outgoing, detail: &str, reason: String) -> Exit {
+    out.text(&ServerFrame::Error { detail }.to_text()).await;
+    Exit::close(CloseCode::Policy, reason)
 }
 
 /// Checks the handshake's token and `since`, joins the groups, and fixes where the stream
@@ -137,13 +132,13 @@ async fn refuse(mut ws: Session, detail: &str, reason: String) -> (Exit, Session
 async fn open(
     state: &Arc<AppState>,
     params: SessionParams,
-    ws: Session,
-) -> Result<(FeedSession, Start), (Exit, Session)> {
+    out: Outgoing,
+) -> Result<(FeedSession, Start), Exit> {
     let since = match params.since {
         None => None,
         Some(Ok(seq)) => Some(seq),
         Some(Err(detail)) => {
-            return Err(refuse(ws, &detail, "invalid since parameter".into()).await);
+            return Err(refuse(&out, &detail, "invalid since parameter".into()).await);
         }
     };
     let claims = match &params.token {
@@ -153,7 +148,7 @@ async fn open(
             Err(err) => {
                 let detail = err.to_string();
                 let reason = format!("authentication failed: {detail}");
-                return Err(refuse(ws, &detail, reason).await);
+                return Err(refuse(&out, &detail, reason).await);
             }
         },
     };
@@ -171,7 +166,7 @@ async fn open(
         Ok(receiver) => receiver,
         Err(err) => {
             tracing::warn!(error = %crate::error::chain(&err), "could not join the feed");
-            return Err((Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"), ws));
+            return Err(Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"));
         }
     };
     // Counted as joined now, and as left when the stream ends, whichever way it ends.
@@ -204,7 +199,7 @@ async fn open(
         Ok(read) => read,
         Err(err) => {
             tracing::warn!(error = %crate::error::chain(&err), "could not open a stream");
-            return Err((Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"), ws));
+            return Err(Exit::close(CloseCode::Again, "feed temporarily unavailable; retry"));
         }
     };
     let credentials = match claims {
@@ -214,7 +209,7 @@ async fn open(
             Err(err) => {
                 let detail = err.to_string();
                 let reason = format!("authentication failed: {detail}");
-                return Err(refuse(ws, &detail, reason).await);
+                return Err(refuse(&out, &detail, reason).await);
             }
         },
     };
@@ -230,7 +225,7 @@ async fn open(
     memberships.keep();
     let session = FeedSession {
         state: state.clone(),
-        ws,
+        out,
         credentials,
         receiver,
         position,
@@ -285,7 +280,7 @@ impl Drop for Memberships<'_> {
 
 struct FeedSession {
     state: Arc<AppState>,
-    ws: Session,
+    out: Outgoing,
     /// `None` for an anonymous stream.
     credentials: Option<Box<Credentials>>,
     receiver: ChannelReceiver,
@@ -296,8 +291,24 @@ struct FeedSession {
     last_heard: Instant,
     renewed: Instant,
     limiter: RateLimiter,
-    /// Pings the client; also bounds how long a write may stall.
+    /// Pings the client and checks that it is still heard from.
     heartbeat: tokio::time::Interval,
+}
+
+impl Drop for FeedSession {
+    /// Counts the groups left: the session's channel, dropped with it, leaves them.
+    fn drop(&mut self) {
+        let metrics = self.state.realtime.metrics();
+        if self.position.in_feed() {
+            metrics.left("blog_feed");
+        }
+        for _ in &self.subscriptions {
+            metrics.left("post");
+        }
+        if self.credentials.is_some() {
+            metrics.left("user");
+        }
+    }
 }
 
 impl FeedSession {
@@ -362,9 +373,8 @@ impl FeedSession {
         if self.renewed.elapsed() >= settings.group_expiry / 2 {
             self.renew_memberships().await;
         }
-        let ping = self.ws.send(actix_ws::Message::Ping(Bytes::new()));
         let resume = self.position.resume_point();
-        guarded(ping, &self.receiver, &mut self.heartbeat, resume, settings.idle_timeout).await
+        guarded(self.out.ping(), &self.receiver, resume).await
     }
 
     async fn on_client_message(&mut self, message: AggregatedMessage) -> Result<(), Exit> {
@@ -381,10 +391,8 @@ impl FeedSession {
                 "binary frames are not supported; send JSON text",
             )),
             AggregatedMessage::Ping(payload) => {
-                let stall = self.state.settings.realtime.idle_timeout;
-                let pong = self.ws.send(actix_ws::Message::Pong(payload));
                 let resume = self.position.resume_point();
-                guarded(pong, &self.receiver, &mut self.heartbeat, resume, stall).await
+                guarded(self.out.pong(&payload), &self.receiver, resume).await
             }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => {
@@ -536,10 +544,10 @@ impl FeedSession {
     }
 
     async fn send_text(&mut self, text: ByteString) -> Result<(), Exit> {
-        let stall = self.state.settings.realtime.idle_timeout;
+        if self.out.try_text(&text) {
+            return Ok(());
+        }
         let resume = self.position.resume_point();
-        // The sink's `send` future is a fraction of the size of `Session::text`'s.
-        let send = self.ws.send(actix_ws::Message::Text(text));
-        guarded(send, &self.receiver, &mut self.heartbeat, resume, stall).await
+        guarded(self.out.text(&text), &self.receiver, resume).await
     }
 }
