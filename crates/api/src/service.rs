@@ -12,7 +12,6 @@ use newspaper_events::{
 };
 use newspaper_persistence::{Database, PersistenceError, PoolOptions};
 use tokio::task::JoinHandle;
-use tracing_actix_web::TracingLogger;
 
 use crate::auth::{PasswordHasher, Throttle, TokenService, handlers as auth};
 use crate::error::detail_response;
@@ -131,7 +130,7 @@ impl Routes {
             .wrap(ErrorHandlers::new().default_handler(middleware::json_error_body))
             .wrap(from_fn(middleware::catch_panics))
             .wrap(from_fn(middleware::observe_requests))
-            .wrap(TracingLogger::<middleware::RequestSpans>::new())
+            .wrap(from_fn(middleware::in_request_span))
             .wrap(from_fn(middleware::assign_request_id))
     }
 
