@@ -388,18 +388,22 @@ backend_tests! {
     }
 }
 
+/// A server whose streams buffer `capacity` events, with small kernel send buffers, so a stuck
+/// client's backlog builds up in seconds, not minutes.
+async fn app_for_stuck_clients(capacity: usize) -> Arc<TestApp> {
+    let app = TestApp::spawn_with(Arc::new(TestDatabase::sqlite()), |s| {
+        s.realtime.channel_capacity = capacity;
+        s.socket_send_buffer_bytes = Some(16 * 1024);
+    })
+    .await;
+    Arc::new(app)
+}
+
 /// A client that stops reading must not slow anyone else down, and is dropped once its buffer
 /// overflows; it can then resume with `since`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_dropped_without_delaying_others() {
-    let app = Arc::new(
-        TestApp::spawn_with(Arc::new(TestDatabase::sqlite()), |s| {
-            s.realtime.channel_capacity = 32;
-            // Small kernel buffers, so the stuck client's backlog builds up in seconds, not minutes.
-            s.socket_send_buffer_bytes = Some(16 * 1024);
-        })
-        .await,
-    );
+    let app = app_for_stuck_clients(32).await;
     let ann = app.user("ann@example.com").await;
     let mut reader = app.ws("").await;
     let stalled = newspaper_tests::stalled_client(app.port).await;
@@ -454,4 +458,31 @@ async fn a_client_that_never_reads_is_dropped_without_delaying_others() {
     let (code, reason) = stalled.drain_until_close().await;
     assert_eq!(code, Some(1013), "{reason}");
     assert!(reason.contains("since="), "{reason}");
+}
+
+/// A client that stops reading, falls behind and then leaves without reading its 1013 is still
+/// counted as dropped for falling behind (its session may never have run to see the overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_and_leaves_unread_is_counted_as_a_slow_consumer() {
+    let app = app_for_stuck_clients(8).await;
+    let ann = app.user("ann@example.com").await;
+    let stalled = newspaper_tests::stalled_client(app.port).await;
+    app.wait_for_feed_size(1).await;
+    let title = "t".repeat(190);
+    let mut sent = 0;
+    // An overflowing stream leaves the feed at the next event, whether or not its session runs.
+    while app.stats(None).await["groups"]["blog_feed"].as_u64().unwrap_or(0) > 0 {
+        app.create_post(&ann, &title, "published").await;
+        sent += 1;
+        assert!(sent < 20_000, "the stalled client never fell behind");
+    }
+    drop(stalled);
+    let scrape = app
+        .metrics_until("the stalled stream counted as closed", |s| {
+            s.count("newspaper_ws_streams", &[]) == 0.0
+                && s.all("newspaper_ws_streams_closed_total").iter().map(|s| s.value).sum::<f64>()
+                    == 1.0
+        })
+        .await;
+    assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "1013")]), 1.0);
 }

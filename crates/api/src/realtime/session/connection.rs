@@ -39,6 +39,9 @@ struct Queue {
     bytes: BytesMut,
     /// The session waits for room: poll it once the connection has taken the bytes.
     waiting: bool,
+    /// The session's layer queue overflowed: the stream was dropped for falling behind, even
+    /// if the client leaves before it reads its 1013.
+    fell_behind: bool,
 }
 
 /// The session's end of its connection: where it writes frames.
@@ -83,6 +86,16 @@ impl Outgoing {
         }
         let reason = CloseReason { code, description: Some(reason[..end].to_owned()) };
         Parser::write_close(&mut self.0.borrow_mut().bytes, Some(reason), false);
+    }
+
+    /// Records that the stream fell behind (its layer queue overflowed).
+    pub(super) fn mark_fell_behind(&self) {
+        self.0.borrow_mut().fell_behind = true;
+    }
+
+    /// Whether the stream fell behind.
+    pub(super) fn fell_behind(&self) -> bool {
+        self.0.borrow().fell_behind
     }
 
     fn room(&self) -> impl Future<Output = ()> + '_ {

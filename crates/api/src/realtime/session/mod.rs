@@ -112,6 +112,9 @@ fn finish(state: &AppState, exit: Exit, out: &Outgoing) {
     metrics.streams_open.dec();
     let code = match &exit {
         Exit::Close(code, _) => u16::from(*code).to_string(),
+        // It stopped reading, fell behind and left before reading the 1013 it was owed: a
+        // slow consumer all the same (an alert counts them).
+        Exit::Gone if out.fell_behind() => u16::from(CloseCode::Again).to_string(),
         Exit::Gone => "gone".to_owned(),
     };
     metrics.streams_closed.with_label_values(&[&code]).inc();
@@ -298,6 +301,11 @@ struct FeedSession {
 impl Drop for FeedSession {
     /// Counts the groups left: the session's channel, dropped with it, leaves them.
     fn drop(&mut self) {
+        if self.receiver.is_lagging() {
+            // A client that stopped reading is not polled, so its session may end here, when
+            // the connection drops, without having seen the overflow.
+            self.out.mark_fell_behind();
+        }
         let metrics = self.state.realtime.metrics();
         if self.position.in_feed() {
             metrics.left("blog_feed");
