@@ -75,6 +75,11 @@ impl Scrape {
         self.get(name, labels).unwrap_or(0.0)
     }
 
+    /// The sum of every sample with this name, whatever its labels.
+    pub fn total(&self, name: &str) -> f64 {
+        self.samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
+    }
+
     /// Every sample with this name.
     pub fn all(&self, name: &str) -> Vec<&Sample> {
         self.samples.iter().filter(|s| s.name == name).collect()

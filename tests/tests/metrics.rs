@@ -98,14 +98,11 @@ app_tests! {
         author.close().await;
         // A stream's end is counted in several metrics, one after the other, and a scrape reads
         // them one after the other too: wait for a scrape that saw every stream's whole end.
-        let closed = |s: &newspaper_tests::Scrape| -> f64 {
-            s.all("newspaper_ws_streams_closed_total").iter().map(|s| s.value).sum()
-        };
         let feed = [("group", "blog_feed")];
         let scrape = app
             .metrics_until("every stream closed", |s| {
                 s.count("newspaper_ws_streams", &[]) == 0.0
-                    && closed(s) == 3.0
+                    && s.total("newspaper_ws_streams_closed_total") == 3.0
                     && s.count("newspaper_ws_group_leaves_total", &feed)
                         == s.count("newspaper_ws_group_joins_total", &feed)
             })

@@ -51,31 +51,29 @@ pub(super) struct Outgoing(Rc<RefCell<Queue>>);
 impl Outgoing {
     /// Queues a text frame now if the queue has room, and says whether it did.
     pub(super) fn try_text(&self, text: &str) -> bool {
-        let mut queue = self.0.borrow_mut();
-        if queue.bytes.len() >= QUEUE_LIMIT {
+        if self.0.borrow().bytes.len() >= QUEUE_LIMIT {
             return false;
         }
-        Parser::write_message(&mut queue.bytes, text, OpCode::Text, true, false);
+        self.write(text.as_bytes(), OpCode::Text);
         true
     }
 
     /// Queues a text frame, once the queue has room.
     pub(super) async fn text(&self, text: &str) {
         self.room().await;
-        Parser::write_message(&mut self.0.borrow_mut().bytes, text, OpCode::Text, true, false);
+        self.write(text.as_bytes(), OpCode::Text);
     }
 
     /// Queues a ping, once the queue has room.
     pub(super) async fn ping(&self) {
         self.room().await;
-        Parser::write_message(&mut self.0.borrow_mut().bytes, [], OpCode::Ping, true, false);
+        self.write(&[], OpCode::Ping);
     }
 
     /// Queues the answer to a client's ping, once the queue has room.
     pub(super) async fn pong(&self, payload: &[u8]) {
         self.room().await;
-        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD_BYTES)];
-        Parser::write_message(&mut self.0.borrow_mut().bytes, payload, OpCode::Pong, true, false);
+        self.write(&payload[..payload.len().min(MAX_CONTROL_PAYLOAD_BYTES)], OpCode::Pong);
     }
 
     /// Queues the close frame: the last frame of a stream, so it never waits.
@@ -96,6 +94,11 @@ impl Outgoing {
     /// Whether the stream fell behind.
     pub(super) fn fell_behind(&self) -> bool {
         self.0.borrow().fell_behind
+    }
+
+    /// Encodes one whole frame at the end of the queue (server frames are never masked).
+    fn write(&self, payload: &[u8], op: OpCode) {
+        Parser::write_message(&mut self.0.borrow_mut().bytes, payload, op, true, false);
     }
 
     fn room(&self) -> impl Future<Output = ()> + '_ {
@@ -161,21 +164,25 @@ impl StreamBody {
         on_end: OnEnd,
         upstream: BoxBody,
     ) -> Self {
-        let wake = Arc::new(SessionWake {
-            // The first poll runs the session.
-            woken: AtomicBool::new(true),
-            connection: AtomicWaker::new(),
-        });
-        let waker = Waker::from(wake.clone());
-        Self { session: Some(session), out, wake, waker, on_end: Some(on_end), _upstream: upstream }
+        Self::new(out, Some(session), Some(on_end), upstream)
     }
 
     /// A body that only writes what is already queued (a refused stream's error and close).
     pub(super) fn ended(out: Outgoing, upstream: BoxBody) -> Self {
+        Self::new(out, None, None, upstream)
+    }
+
+    fn new(
+        out: Outgoing,
+        session: Option<Running>,
+        on_end: Option<OnEnd>,
+        upstream: BoxBody,
+    ) -> Self {
+        // The first poll runs the session.
         let wake =
-            Arc::new(SessionWake { woken: AtomicBool::new(false), connection: AtomicWaker::new() });
+            Arc::new(SessionWake { woken: AtomicBool::new(true), connection: AtomicWaker::new() });
         let waker = Waker::from(wake.clone());
-        Self { session: None, out, wake, waker, on_end: None, _upstream: upstream }
+        Self { session, out, wake, waker, on_end, _upstream: upstream }
     }
 
     fn should_poll_session(&self) -> bool {
