@@ -406,3 +406,52 @@ app_tests! {
         assert_eq!(app.get("/api/posts/", Some(&bob.access)).await, (StatusCode::UNAUTHORIZED, json!({"detail": "User is inactive"})));
     }
 }
+
+app_tests! {
+    async fn readers_who_list_at_the_same_moment_each_get_their_own_page_and_account_check(app) {
+        // Heads read at the same moment share a statement, and readers who miss a page at the
+        // same head share its read: neither may hand one reader another's page or account.
+        let ann = app.user("ann@example.com").await;
+        let bob = app.user("bob@example.com").await;
+        let carol = app.user("carol@example.com").await;
+        let boss = app.staff("boss@example.com").await;
+        app.create_post(&ann, "Ann's draft", "draft").await;
+        let latest = || async { app.db.read(OutboxRepository::latest_seq).await.unwrap().0 };
+        let everyone = ["Ann's draft"];
+        let public: [&str; 0] = [];
+        let mut published = Vec::new();
+        for round in 0..4 {
+            let title = format!("News {round}");
+            create_behind_the_servers_back(&app, &bob, &title, PostStatus::Published).await;
+            published.insert(0, title);
+            if round == 3 {
+                let id = UserId(carol.id);
+                app.db.write(move |conn| UserRepository::set_active(conn, id, false, now())).await.unwrap();
+            }
+            let seq = latest().await;
+            // Anonymous pages follow what this instance has heard of, so only signed-in
+            // readers see a write made behind its back at once.
+            let readers = [&ann, &bob, &carol, &boss];
+            let lists = (0..40).map(|i| {
+                let reader = readers[i % readers.len()];
+                let request = app.request(Method::GET, "/api/posts/", Some(&reader.access));
+                async move {
+                    let res = request.send().await.unwrap();
+                    let status = res.status();
+                    let at = res.headers().get("X-Feed-Seq").map(|v| v.to_str().unwrap().parse::<i64>().unwrap());
+                    (reader.id, status, at, res.json::<Value>().await.unwrap())
+                }
+            });
+            for (reader, status, at, body) in futures_util::future::join_all(lists).await {
+                if round == 3 && reader == carol.id {
+                    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, json!({"detail": "User is inactive"})));
+                    continue;
+                }
+                assert_eq!((status, at), (StatusCode::OK, Some(seq)), "reader {reader}, round {round}");
+                let drafts: &[&str] = if reader == ann.id || reader == boss.id { &everyone } else { &public };
+                let expected: Vec<String> = published.iter().cloned().chain(drafts.iter().map(|t| (*t).to_owned())).collect();
+                assert_eq!(titles(&body), expected, "reader {reader}, round {round}");
+            }
+        }
+    }
+}

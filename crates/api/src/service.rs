@@ -253,6 +253,7 @@ impl Newspaper {
             pages: Pages::load()?,
             list_cache: Default::default(),
             list_heads: Default::default(),
+            page_reads: Default::default(),
         });
 
         let dispatcher =

@@ -33,6 +33,8 @@ pub struct AppState {
     pub list_cache: crate::posts::ListCache,
     /// The heads signed-in readers listed posts with, while nothing is committed.
     pub list_heads: crate::posts::HeadCache,
+    /// Page reads under way for signed-in readers, that others who miss the page wait for.
+    pub page_reads: crate::posts::PageReads,
 }
 
 impl std::fmt::Debug for AppState {

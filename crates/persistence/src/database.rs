@@ -10,11 +10,13 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use crate::commit_watch::{CommitMark, CommitWatch};
 use crate::connection::{ConnectionManager, ConnectionOptions, Liveness, is_alive};
 use crate::group_commit::{BATCH_SIZE_BOUNDS, GroupCommitter};
+use crate::head_reads::{HeadReads, Waiter};
 use crate::limits::DeadlineGuard;
 use crate::{
-    Backend, DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository, migrations,
+    Backend, DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository, ReadHead,
+    migrations,
 };
-use newspaper_domain::{AuthorRef, Post, Seq, Timestamp};
+use newspaper_domain::{AuthorRef, Post, Seq, Timestamp, UserId};
 
 /// How the pool is sized and how long callers wait.
 #[derive(Debug, Clone)]
@@ -109,6 +111,8 @@ pub struct Database {
     readers: Arc<tokio::sync::Semaphore>,
     /// Where the backend can tell without a query that nothing was committed (SQLite in WAL).
     commits: Option<Arc<CommitWatch>>,
+    /// Head reads waiting to share a statement.
+    heads: Arc<HeadReads>,
 }
 
 impl std::fmt::Debug for Database {
@@ -155,6 +159,7 @@ impl Database {
             write_lock,
             readers: Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
             commits,
+            heads: Arc::default(),
         })
     }
 
@@ -288,22 +293,60 @@ impl Database {
         self.read(move |conn| snapshot_transaction(conn, &f)).await
     }
 
-    /// [`Database::read_snapshot`], unless `first`, run on the same connection before it,
-    /// settles the read (`Some`) from what it reads in one statement: a settled read costs no
-    /// transaction (on PostgreSQL, no `BEGIN` and `COMMIT` round trips), and an unsettled one
-    /// no second trip to the blocking pool.
-    pub async fn read_snapshot_unless<T, E, A, F>(&self, first: A, f: F) -> Result<T, E>
-    where
-        A: Fn(&mut DbConnection) -> Result<Option<T>, E> + Send + 'static,
-        F: Fn(&mut DbConnection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<PersistenceError> + Send + 'static,
-    {
-        self.read(move |conn| match first(conn)? {
-            Some(settled) => Ok(settled),
-            None => snapshot_transaction(conn, &f),
-        })
-        .await
+    /// [`PostRepository::read_head`] for `reader` and a list by `author`, as read after this
+    /// call began. Reads that arrive while others are at the database wait for them and then
+    /// go together ([`PostRepository::read_heads`]: one statement on PostgreSQL), so a burst
+    /// of requests costs the database and the blocking pool a few trips, not one each.
+    pub async fn read_head(
+        &self,
+        reader: Option<UserId>,
+        author: Option<UserId>,
+    ) -> Result<ReadHead, PersistenceError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.heads.enqueue(Waiter { key: (reader, author), reply }) {
+            let this = self.clone();
+            tokio::spawn(async move { this.run_head_batches().await });
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(PersistenceError::Task("the head read was dropped".into())))
+    }
+
+    /// Reads batches of queued heads until none is left.
+    async fn run_head_batches(&self) {
+        while let Some(batch) = self.heads.next_batch() {
+            let keys: Vec<_> = batch.iter().map(|waiter| waiter.key).collect();
+            let read = self.read(move |conn| PostRepository::read_heads(conn, &keys)).await;
+            match read {
+                Ok(heads) => {
+                    for (waiter, head) in batch.into_iter().zip(heads) {
+                        let _ = waiter.reply.send(Ok(head));
+                    }
+                }
+                Err(err @ (PersistenceError::TimedOut | PersistenceError::Unavailable { .. })) => {
+                    // Not one read's fault: reading each alone would only wait as long again.
+                    let err = Arc::new(err);
+                    for waiter in batch {
+                        let _ = waiter.reply.send(Err(PersistenceError::of_batch(
+                            &err,
+                            "the read could not be made",
+                        )));
+                    }
+                }
+                Err(_) => {
+                    // Each read alone, so that each is told its own error.
+                    for Waiter { key: (reader, author), reply } in batch {
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            let head = this
+                                .read(move |conn| PostRepository::read_head(conn, reader, author))
+                                .await;
+                            let _ = reply.send(head);
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Runs a closure as one atomic write: committed if it returns `Ok`, rolled back if it

@@ -71,6 +71,17 @@ impl PersistenceError {
         PersistenceError::Unavailable { reason: reason.into(), cause: Some(Arc::new(cause)) }
     }
 
+    /// What each caller of a batch (writes committed together, reads made in one statement)
+    /// that failed as a whole is told: `reason`, with the batch's error shared as the cause (a
+    /// time-out or a failed task as itself).
+    pub(crate) fn of_batch(err: &Arc<PersistenceError>, reason: &str) -> PersistenceError {
+        match &**err {
+            PersistenceError::TimedOut => PersistenceError::TimedOut,
+            PersistenceError::Task(why) => PersistenceError::Task(why.clone()),
+            _ => PersistenceError::Unavailable { reason: reason.into(), cause: Some(err.clone()) },
+        }
+    }
+
     /// [`PersistenceError::Corrupt`]: `what` could not be decoded, for this reason.
     pub fn corrupt(
         what: impl Into<String>,

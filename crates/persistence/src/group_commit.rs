@@ -58,7 +58,7 @@ fn reply_after_commit<T: Send + 'static, E: From<PersistenceError> + Send + 'sta
     Box::new(move |commit_error| {
         let outcome = match (result, commit_error) {
             (Ok(value), None) => Ok(value),
-            (Ok(_), Some(err)) => Err(E::from(batch_error(err))),
+            (Ok(_), Some(err)) => Err(E::from(PersistenceError::of_batch(err, NOT_COMMITTED))),
             (Err(err), _) => Err(err),
         };
         let _ = reply.send(outcome);
@@ -86,7 +86,7 @@ impl Job for PostCreate {
     }
 
     fn fail(self: Box<Self>, err: &Arc<PersistenceError>) {
-        let _ = self.reply.send(Err(batch_error(err)));
+        let _ = self.reply.send(Err(PersistenceError::of_batch(err, NOT_COMMITTED)));
     }
 
     fn into_create(self: Box<Self>) -> Result<PostCreate, Box<dyn Job>> {
@@ -117,7 +117,7 @@ fn run_creates(
             // Not one create's fault: running each alone would only wait as long again, each.
             let err = Arc::new(err);
             for create in creates {
-                let _ = create.reply.send(Err(batch_error(&err)));
+                let _ = create.reply.send(Err(PersistenceError::of_batch(&err, NOT_COMMITTED)));
             }
             true
         }
@@ -133,6 +133,9 @@ fn run_creates(
         Err(_) => false,
     }
 }
+
+/// What the writes of a batch that failed as a whole are told.
+const NOT_COMMITTED: &str = "the write could not be committed";
 
 struct Closure<F, T, E> {
     f: F,
@@ -158,24 +161,11 @@ where
     }
 
     fn fail(self: Box<Self>, err: &Arc<PersistenceError>) {
-        let _ = self.reply.send(Err(E::from(batch_error(err))));
+        let _ = self.reply.send(Err(E::from(PersistenceError::of_batch(err, NOT_COMMITTED))));
     }
 
     fn into_create(self: Box<Self>) -> Result<PostCreate, Box<dyn Job>> {
         Err(self)
-    }
-}
-
-/// What every job of a batch that failed as a whole is told: the database could not be written
-/// just now, and why (the batch's error, shared; a panic was already logged).
-fn batch_error(err: &Arc<PersistenceError>) -> PersistenceError {
-    match &**err {
-        PersistenceError::TimedOut => PersistenceError::TimedOut,
-        PersistenceError::Task(why) => PersistenceError::Task(why.clone()),
-        _ => PersistenceError::Unavailable {
-            reason: "the write could not be committed".into(),
-            cause: Some(err.clone()),
-        },
     }
 }
 

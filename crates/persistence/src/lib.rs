@@ -55,6 +55,7 @@ mod connection;
 mod database;
 mod error;
 mod group_commit;
+mod head_reads;
 mod limits;
 pub mod migrations;
 mod outbox;

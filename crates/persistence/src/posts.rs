@@ -566,6 +566,114 @@ impl PostRepository {
         })
     }
 
+    /// [`PostRepository::read_head`] for several `(reader, author)` pairs, answered in the
+    /// order asked, all at one feed position: on PostgreSQL in one statement, so that many
+    /// requests cost the database one round trip.
+    pub fn read_heads(
+        conn: &mut DbConnection,
+        asked: &[(Option<UserId>, Option<UserId>)],
+    ) -> Result<Vec<ReadHead>, PersistenceError> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let DbConnection::Postgres(pg) = conn else {
+            // In process, one statement each costs no round trip. Each in its own snapshot is
+            // still exact for its caller: it was read after the caller asked.
+            return asked
+                .iter()
+                .map(|&(reader, author)| Self::read_head(conn, reader, author))
+                .collect();
+        };
+        use diesel::sql_types::{Array, Bool};
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Nullable<BigInt>)]
+            id: Option<i64>,
+            #[diesel(sql_type = Nullable<Text>)]
+            email: Option<String>,
+            #[diesel(sql_type = Nullable<Text>)]
+            username: Option<String>,
+            #[diesel(sql_type = Nullable<Text>)]
+            password_hash: Option<String>,
+            #[diesel(sql_type = Nullable<Bool>)]
+            is_staff: Option<bool>,
+            #[diesel(sql_type = Nullable<Bool>)]
+            is_active: Option<bool>,
+            #[diesel(sql_type = Nullable<Timestamp_>)]
+            date_joined: Option<NaiveDateTime>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            newest: Option<i64>,
+            #[diesel(sql_type = BigInt)]
+            pruned_seq: i64,
+            #[diesel(sql_type = BigInt)]
+            published_seq: i64,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            published: Option<i64>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            drafts: Option<i64>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            own_drafts: Option<i64>,
+        }
+        // The same reads as `read_head`, one row per pair; the uncorrelated ones (the feed
+        // position, the counters of all posts) run once for the whole statement.
+        const READ_HEADS: &str = r#"
+SELECT u.id, u.email, u.username, u.password_hash, u.is_staff, u.is_active, u.date_joined,
+  (SELECT max(seq) FROM post_events) AS newest, s.pruned_seq, s.published_seq,
+  CASE WHEN r.author IS NULL
+    THEN (SELECT "count" FROM post_counts WHERE status = 'published')
+    ELSE (SELECT "count" FROM author_post_counts WHERE status = 'published' AND author_id = r.author)
+  END AS published,
+  CASE WHEN r.author IS NULL
+    THEN (SELECT "count" FROM post_counts WHERE status = 'draft')
+    ELSE (SELECT "count" FROM author_post_counts WHERE status = 'draft' AND author_id = r.author)
+  END AS drafts,
+  (SELECT "count" FROM author_post_counts WHERE status = 'draft' AND author_id = r.reader)
+    AS own_drafts
+FROM unnest($1::int8[], $2::int8[]) WITH ORDINALITY AS r(reader, author, ord)
+CROSS JOIN outbox_state s
+LEFT JOIN users u ON u.id = r.reader
+WHERE s.id = 1
+ORDER BY r.ord"#;
+        // No account has a negative id: an anonymous read joins no one.
+        let readers: Vec<i64> =
+            asked.iter().map(|(reader, _)| reader.map_or(-1, |r| r.0)).collect();
+        let authors: Vec<Option<i64>> =
+            asked.iter().map(|(_, author)| author.map(|a| a.0)).collect();
+        let rows: Vec<Row> = diesel::sql_query(READ_HEADS)
+            .bind::<Array<BigInt>, _>(readers)
+            .bind::<Array<Nullable<BigInt>>, _>(authors)
+            .load(pg)?;
+        if rows.len() != asked.len() {
+            return Err(PersistenceError::corrupt("outbox_state", None));
+        }
+        let heads = asked.iter().zip(rows).map(|(&(reader, author), row)| {
+            let user = match (row.id, row.email, row.username, row.password_hash) {
+                (Some(id), Some(email), Some(username), Some(password_hash)) => Some(UserRow {
+                    id,
+                    email,
+                    username,
+                    password_hash,
+                    is_staff: row.is_staff.unwrap_or(false),
+                    is_active: row.is_active.unwrap_or(false),
+                    date_joined: row.date_joined.unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            ReadHead {
+                reader: user.map(UserRecord::from),
+                seq: newest_seq((row.newest, row.pruned_seq, row.published_seq)),
+                counters: ListCounters {
+                    reader,
+                    author,
+                    published: row.published.unwrap_or(0),
+                    drafts: row.drafts.unwrap_or(0),
+                    own_drafts: row.own_drafts.unwrap_or(0),
+                },
+            }
+        });
+        Ok(heads.collect())
+    }
+
     /// One page of the posts `viewer` may see that match `query`, and how many match in all.
     pub fn list_visible_to(
         conn: &mut DbConnection,

@@ -49,13 +49,13 @@ struct NewUserRow<'a> {
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub(crate) struct UserRow {
-    id: i64,
-    email: String,
-    username: String,
-    password_hash: String,
-    is_staff: bool,
-    is_active: bool,
-    date_joined: NaiveDateTime,
+    pub(crate) id: i64,
+    pub(crate) email: String,
+    pub(crate) username: String,
+    pub(crate) password_hash: String,
+    pub(crate) is_staff: bool,
+    pub(crate) is_active: bool,
+    pub(crate) date_joined: NaiveDateTime,
 }
 
 impl From<UserRow> for UserRecord {

@@ -477,6 +477,24 @@ backend_tests! {
         let nobody = PostRepository::read_head(&mut conn, Some(UserId(i64::MAX)), None).unwrap();
         assert!(nobody.reader.is_none());
         assert_eq!(nobody.seq, head.seq);
+        // Heads read together (one statement on PostgreSQL) are each the head read alone.
+        let readers = [None, Some(ann.id), Some(bob.id), Some(boss.id), Some(UserId(i64::MAX))];
+        let asked: Vec<_> = readers.into_iter().flat_map(|r| [None, Some(ann.id), Some(bob.id)].map(move |a| (r, a))).collect();
+        let together = PostRepository::read_heads(&mut conn, &asked).unwrap();
+        assert_eq!(together.len(), asked.len());
+        for (&(reader, author), head) in asked.iter().zip(&together) {
+            let alone = PostRepository::read_head(&mut conn, reader, author).unwrap();
+            assert_eq!(head.seq, alone.seq);
+            let account = |h: &newspaper_persistence::ReadHead| h.reader.as_ref().map(|r| (r.user.clone(), r.password_hash.clone()));
+            assert_eq!(account(head), account(&alone), "{reader:?}");
+            let Some(viewer) = viewers.iter().find(|v| v.user_id() == reader) else { continue };
+            assert_eq!(head.visibility_of(viewer), alone.visibility_of(viewer), "{reader:?} {author:?}");
+            let query = PostQuery { author, limit: 0, ..PostQuery::default() };
+            let at_head = PostRepository::list_at(&mut conn, viewer, head, &query).unwrap().count;
+            let fresh = PostRepository::list_visible_to(&mut conn, viewer, &query).unwrap().count;
+            assert_eq!(at_head, fresh, "{viewer:?} {author:?}");
+        }
+        assert!(PostRepository::read_heads(&mut conn, &[]).unwrap().is_empty());
     }
 
     fn every_list_variant_reads_its_page_from_an_index_in_order(test_db) {
@@ -854,6 +872,51 @@ async fn a_batch_of_creates_keeps_their_order_and_a_failing_one_fails_alone() {
             }
             let published = PostRepository::count_by_status(&mut conn).unwrap().published;
             assert_eq!(published, published_before + created.len() as i64);
+        }
+    }
+}
+
+/// Head reads that arrive together share a trip to the database (one statement on
+/// PostgreSQL), yet each caller is answered for its own account, at a head no older than
+/// what was committed before it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_reads_made_together_each_answer_their_own_reader() {
+    use newspaper_persistence::testing::TestDatabase;
+    let backends = [Some(TestDatabase::sqlite()), TestDatabase::postgres_from_env()];
+    for test_db in backends.into_iter().flatten() {
+        let db = test_db.migrated();
+        let users: Vec<User> = {
+            let mut conn = db.get().unwrap();
+            (0..24).map(|i| user(&mut conn, &format!("u{i}@example.com"), i == 0)).collect()
+        };
+        for round in 0..6 {
+            let draft = new_post(&format!("draft {round}"), PostStatus::Draft);
+            let (_, written) =
+                db.create_post(users[round].as_author(), draft, now()).await.unwrap();
+            let readers = users.iter().map(|u| Some(u.id)).chain([None, Some(UserId(i64::MAX))]);
+            let reads: Vec<_> = readers
+                .map(|reader| {
+                    let db = db.clone();
+                    tokio::spawn(async move { (reader, db.read_head(reader, None).await) })
+                })
+                .collect();
+            for read in reads {
+                let (reader, head) = read.await.unwrap();
+                let head = head.unwrap();
+                assert!(head.seq >= written, "{reader:?} read {:?}, before {written:?}", head.seq);
+                let Some(at) = users.iter().position(|u| Some(u.id) == reader) else {
+                    assert!(head.reader.is_none(), "{reader:?} has no account");
+                    continue;
+                };
+                assert_eq!(head.reader.as_ref().map(|r| r.user.id), reader);
+                let viewer = Viewer::User { id: users[at].id, is_staff: users[at].is_staff };
+                let expected = match at {
+                    0 => Visibility::Everything,
+                    at if at <= round => Visibility::PublishedAndDraftsOf(users[at].id),
+                    _ => Visibility::Published,
+                };
+                assert_eq!(head.visibility_of(&viewer), expected, "user {at}, round {round}");
+            }
         }
     }
 }

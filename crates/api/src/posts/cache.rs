@@ -12,12 +12,13 @@
 //! by any process, moves the mark).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use newspaper_domain::{Seq, UserId};
 use newspaper_persistence::{CommitMark, ReadHead};
+use tokio::sync::oneshot;
 
 /// Pages kept at most; a full cache starts over.
 const MAX_ENTRIES: usize = 512;
@@ -159,6 +160,98 @@ impl HeadCache {
     }
 }
 
+/// The page reads under way for signed-in readers, by page key: readers who miss the same
+/// page at the same feed head wait for the one read rather than each read it again (after a
+/// write, every reader of the front page misses it at once).
+#[derive(Default)]
+pub struct PageReads {
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl std::fmt::Debug for PageReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageReads").finish_non_exhaustive()
+    }
+}
+
+/// One read under way: the head it was asked at and who waits for it.
+struct Flight {
+    seq: Seq,
+    waiters: Vec<oneshot::Sender<CachedPage>>,
+}
+
+/// What a reader who missed a page does.
+pub enum PageTurn<'a> {
+    /// Reads it, and hands it to those who wait ([`PageRead::share`]).
+    Read(PageRead<'a>),
+    /// Waits for the read under way at its head; if that read fails, reads alone.
+    Wait(oneshot::Receiver<CachedPage>),
+    /// Reads alone (a read at another head is under way).
+    Alone,
+}
+
+/// The read of a page others may be waiting for; dropping it unshared sends them to read alone.
+pub struct PageRead<'a> {
+    reads: &'a PageReads,
+    key: String,
+    seq: Seq,
+}
+
+impl PageReads {
+    /// What a reader who missed the page at `key`, with the feed head at `seq`, does.
+    pub fn turn(&self, key: &str, seq: Seq) -> PageTurn<'_> {
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match flights.get_mut(key) {
+            Some(flight) if flight.seq == seq => {
+                let (tx, rx) = oneshot::channel();
+                flight.waiters.push(tx);
+                PageTurn::Wait(rx)
+            }
+            Some(_) => PageTurn::Alone,
+            None => {
+                flights.insert(key.to_owned(), Flight { seq, waiters: Vec::new() });
+                PageTurn::Read(PageRead { reads: self, key: key.to_owned(), seq })
+            }
+        }
+    }
+
+    fn land(&self, key: &str, seq: Seq) -> Vec<oneshot::Sender<CachedPage>> {
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match flights.get(key) {
+            Some(flight) if flight.seq == seq => {
+                flights.remove(key).map(|flight| flight.waiters).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Reads under way now.
+    pub fn in_flight(&self) -> usize {
+        self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+}
+
+impl PageRead<'_> {
+    /// Hands the page, read at `page.0` (at or after the head it was asked at), to those who
+    /// wait, if it is the page they asked for: `read_key`, the key of the page as read, may
+    /// differ (the reader's first draft was committed meanwhile), and then they read alone.
+    pub fn share(self, read_key: &str, page: &CachedPage) {
+        let waiters = self.reads.land(&self.key, self.seq);
+        if read_key == self.key {
+            for waiter in waiters {
+                let _ = waiter.send(page.clone());
+            }
+        }
+    }
+}
+
+impl Drop for PageRead<'_> {
+    fn drop(&mut self) {
+        // Shared already, or failed: either way no one may wait for it any more.
+        drop(self.reads.land(&self.key, self.seq));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +306,36 @@ mod tests {
             .pages
             .insert("old".into(), (Instant::now() - TTL, (Seq(0), Bytes::new())));
         assert_eq!(cache.get("old", 0), None);
+    }
+
+    #[test]
+    fn readers_who_miss_a_page_at_one_head_wait_for_one_read() {
+        let reads = PageReads::default();
+        let PageTurn::Read(first) = reads.turn("p", Seq(5)) else { panic!("the first reads") };
+        let PageTurn::Wait(mut second) = reads.turn("p", Seq(5)) else {
+            panic!("the second waits")
+        };
+        assert!(matches!(reads.turn("p", Seq(6)), PageTurn::Alone), "another head reads alone");
+        assert!(matches!(reads.turn("q", Seq(5)), PageTurn::Read(_)), "another page is its own");
+        let page = (Seq(7), Bytes::from_static(b"page"));
+        first.share("p", &page);
+        assert_eq!(second.try_recv().unwrap(), page);
+        assert_eq!(reads.in_flight(), 0);
+        assert!(matches!(reads.turn("p", Seq(5)), PageTurn::Read(_)), "a later miss reads again");
+    }
+
+    #[test]
+    fn a_read_that_fails_or_reads_another_page_sends_its_waiters_to_read_alone() {
+        let reads = PageReads::default();
+        let PageTurn::Read(first) = reads.turn("p", Seq(5)) else { panic!() };
+        let PageTurn::Wait(mut waiting) = reads.turn("p", Seq(5)) else { panic!() };
+        drop(first);
+        assert!(waiting.try_recv().is_err());
+        assert_eq!(reads.in_flight(), 0);
+        let PageTurn::Read(first) = reads.turn("p", Seq(5)) else { panic!() };
+        let PageTurn::Wait(mut waiting) = reads.turn("p", Seq(5)) else { panic!() };
+        first.share("user 1 p", &(Seq(5), Bytes::from_static(b"drafts")));
+        assert!(waiting.try_recv().is_err(), "a page of other posts is not theirs");
+        assert_eq!(reads.in_flight(), 0);
     }
 }

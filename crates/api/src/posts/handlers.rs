@@ -5,9 +5,9 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
-use newspaper_persistence::{DbConnection, Page, PostRepository, ReadHead, Visibility};
+use newspaper_persistence::{DbConnection, Page, PostRepository, Visibility};
 
-use super::cache::CachedPage;
+use super::cache::PageTurn;
 use super::input::PostInput;
 use super::list::{ListRequest, PageNumber};
 use crate::ApiError;
@@ -83,32 +83,43 @@ pub async fn list_posts(
         }
     }
     // A reader's account is checked on every request, in one statement that also reads the
-    // feed head. A page read for someone who sees the same posts serves them if the head has
-    // not moved since (no post was written): exact, even for a write this instance has not
-    // heard of yet. Where the database can tell that nothing at all was committed since a
-    // reader's head was read (its commit mark), that head is still exact and needs no query.
+    // feed head (and answers the other readers who asked at the same moment). A page read for
+    // someone who sees the same posts serves them if the head has not moved since (no post was
+    // written): exact, even for a write this instance has not heard of yet. Where the database
+    // can tell that nothing at all was committed since a reader's head was read (its commit
+    // mark), that head is still exact and needs no query. Readers who miss the same page at
+    // the same head wait for one read of it.
     let mark = state.db.commit_mark();
     let author = request.query.author;
-    if let (Some(mark), Some(reader)) = (mark, auth.user_id()) {
-        if let Some(head) = state.list_heads.get(mark, reader, author) {
-            if let Some((seq, body)) = cached_page_at(&state, &auth, &head, &url, generation)? {
-                return Ok(json_at(seq, body));
+    let mut shared = None;
+    if let Some(reader) = auth.user_id() {
+        let known = mark.and_then(|mark| state.list_heads.get(mark, reader, author));
+        let head = match known {
+            Some(head) => head,
+            None => {
+                let head = state.db.read_head(Some(reader), author).await?;
+                if let Some(mark) = mark {
+                    state.list_heads.put(mark, reader, author, head.clone());
+                }
+                head
             }
+        };
+        let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
+        let key = page_key(head.visibility_of(&viewer), &url);
+        let cached = state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq);
+        if let Some((seq, body)) = cached {
+            return Ok(json_at(seq, body));
+        }
+        match state.page_reads.turn(&key, head.seq) {
+            PageTurn::Wait(page) => {
+                if let Ok((seq, body)) = page.await {
+                    return Ok(json_at(seq, body));
+                }
+            }
+            PageTurn::Read(read) => shared = Some(read),
+            PageTurn::Alone => {}
         }
     }
-    let cached = {
-        let (state, auth, url) = (state.clone(), auth.clone(), url.clone());
-        move |conn: &mut DbConnection| {
-            let Some(reader) = auth.user_id() else { return Ok(None) };
-            let head = PostRepository::read_head(conn, Some(reader), author)?;
-            if let Some(mark) = mark {
-                state.list_heads.put(mark, reader, author, head.clone());
-            }
-            Ok::<_, ApiError>(
-                cached_page_at(&state, &auth, &head, &url, generation)?.map(Listed::Cached),
-            )
-        }
-    };
     let plan = request.clone();
     let reader = state.clone();
     // One snapshot for the caller, the page and the feed position, so `X-Feed-Seq` is exact.
@@ -118,7 +129,7 @@ pub async fn list_posts(
         let (seq, visibility) = (head.seq, head.visibility_of(&viewer));
         if let Some(query) = plan.query_for_cursor() {
             let page = PostRepository::list_at(conn, &viewer, &head, &query)?;
-            return Ok(Listed::Read { number: None, page, seq, visibility });
+            return Ok::<_, ApiError>(Listed { number: None, page, seq, visibility });
         }
         let number = match plan.page {
             PageNumber::Number(n) => n,
@@ -130,12 +141,9 @@ pub async fn list_posts(
             }
         };
         let page = PostRepository::list_at(conn, &viewer, &head, &plan.query_for_page(number))?;
-        Ok(Listed::Read { number: Some(number), page, seq, visibility })
+        Ok(Listed { number: Some(number), page, seq, visibility })
     };
-    let (number, page, seq, visibility) = match state.db.read_snapshot_unless(cached, read).await? {
-        Listed::Cached((seq, body)) => return Ok(json_at(seq, body)),
-        Listed::Read { number, page, seq, visibility } => (number, page, seq, visibility),
-    };
+    let Listed { number, page, seq, visibility } = state.db.read_snapshot(read).await?;
     let body = match number {
         Some(number) => {
             serde_json::to_vec(&request.paginate(&base, number, page.count, page.items)?)
@@ -144,28 +152,20 @@ pub async fn list_posts(
     };
     let body = Bytes::from(body.map_err(|e| ApiError::Internal(e.to_string()))?);
     let key = page_key(visibility, &url);
-    state.list_cache.put(key, generation, state.realtime.generation(), (seq, body.clone()));
-    Ok(json_at(seq, body))
+    let page = (seq, body);
+    if let Some(read) = shared {
+        read.share(&key, &page);
+    }
+    state.list_cache.put(key, generation, state.realtime.generation(), page.clone());
+    Ok(json_at(page.0, page.1))
 }
 
-/// The page at `url` cached for readers who see what `auth`'s reader sees at `head`, if it
-/// was read at that head; checks the reader's account against their token first.
-fn cached_page_at(
-    state: &AppState,
-    auth: &MaybeBearer,
-    head: &ReadHead,
-    url: &str,
-    generation: u64,
-) -> Result<Option<CachedPage>, ApiError> {
-    let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
-    let key = page_key(head.visibility_of(&viewer), url);
-    Ok(state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq))
-}
-
-/// A list as read: a page cached for readers who see the same posts, or read afresh.
-enum Listed {
-    Cached(CachedPage),
-    Read { number: Option<u64>, page: Page<Post>, seq: Seq, visibility: Visibility },
+/// A list as read afresh, in one snapshot.
+struct Listed {
+    number: Option<u64>,
+    page: Page<Post>,
+    seq: Seq,
+    visibility: Visibility,
 }
 
 /// The list cache's key for the page at `url` as readers of `visibility` see it.
