@@ -10,7 +10,7 @@
 # cached: the page cache's miss path; the creates' rate is printed too); BIN_DIR holds
 # a release `newspaper` and `loadgen` (say target/release of two checkouts). Every run starts
 # its server afresh on DATABASE_URL (not emptied: seed it once, e.g. with bench.sh), warms up
-# for 1 s, measures 6 s at 64 connections and prints req/s.
+# for 1 s, measures 6 s at 64 connections and prints req/s and the server's CPU per request.
 set -euo pipefail
 mode=$1 rounds=$2
 shift 2
@@ -37,12 +37,19 @@ run() { # BIN_DIR DATABASE_URL
     local writer=$!
     sleep 0.5
   fi
-  local rate
+  local rate server cpu0 cpu1
+  server=$(pgrep -f "newspaper --secret-key ab-" | head -1)
+  cpu0=$(awk '{print $14 + $15}' "/proc/$server/stat")
   rate=$("$1/loadgen" http --url http://127.0.0.1:8000 "${load[@]}" --concurrency 64 --duration 6 \
     --seed 0 | awk '/rate:/ {print $2}')
+  cpu1=$(awk '{print $14 + $15}' "/proc/$server/stat")
+  # The server's CPU per request steadies what the rate cannot: the load tool and the server
+  # share the cores, and the machine drifts.
+  rate="$rate req/s, $(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v r="$rate" \
+    'BEGIN { printf "%.1f", t / hz * 1e6 / (r * 6) }') µs server CPU per request"
   if [ -n "${writing:-}" ]; then
     wait "$writer"
-    rate="$rate req/s, creating $(awk '/rate:/ {print $2}' "$creates")"
+    rate="$rate, creating $(awk '/rate:/ {print $2}' "$creates")/s"
   fi
   echo "$rate"
 }
@@ -50,6 +57,6 @@ run() { # BIN_DIR DATABASE_URL
 for round in $(seq 1 "$rounds"); do
   for config in "$@"; do
     IFS='|' read -r bin url <<<"$config"
-    echo "round $round  $config  $(run "$bin" "$url") req/s"
+    echo "round $round  $config  $(run "$bin" "$url")"
   done
 done

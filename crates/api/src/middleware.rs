@@ -2,6 +2,8 @@
 //! and JSON bodies for error responses produced outside our handlers.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -34,8 +36,17 @@ impl RequestId {
         sane.then(|| RequestId(id.to_owned()))
     }
 
+    /// Ids need to be unique, not secret: a random start per process, then counted, so no
+    /// request pays a system call for randomness.
     fn generate() -> Self {
-        RequestId(crate::auth_random_id()[..16].to_owned())
+        static START: OnceLock<u64> = OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let start = *START.get_or_init(|| {
+            let id = crate::auth_random_id();
+            u64::from_str_radix(&id[..16], 16).unwrap_or_default()
+        });
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        RequestId(format!("{:016x}", start.wrapping_add(n)))
     }
 }
 

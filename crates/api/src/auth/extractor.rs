@@ -61,10 +61,11 @@ impl MaybeBearer {
     pub fn viewer_of(
         &self,
         tokens: &TokenService,
-        record: Option<UserRecord>,
+        record: Option<&UserRecord>,
     ) -> Result<Viewer, ApiError> {
         let Some(claims) = &self.0 else { return Ok(Viewer::Anonymous) };
-        Ok(check_user(tokens, record, claims)?.viewer())
+        let user = &may_act(tokens, record, claims)?.user;
+        Ok(Viewer::User { id: user.id, is_staff: user.is_staff })
     }
 }
 
@@ -127,6 +128,17 @@ pub(crate) fn check_user(
     record: Option<UserRecord>,
     claims: &Claims,
 ) -> Result<AuthUser, ApiError> {
+    may_act(tokens, record.as_ref(), claims)?;
+    let record = record.ok_or_else(|| ApiError::Unauthorized("User not found".into()))?;
+    Ok(AuthUser { user: record.user, password_hash: record.password_hash })
+}
+
+/// [`check_user`] without taking the record: `record`, if the user may act.
+fn may_act<'a>(
+    tokens: &TokenService,
+    record: Option<&'a UserRecord>,
+    claims: &Claims,
+) -> Result<&'a UserRecord, ApiError> {
     let record = record.ok_or_else(|| ApiError::Unauthorized("User not found".into()))?;
     if !record.user.is_active {
         return Err(ApiError::Unauthorized("User is inactive".into()));
@@ -134,7 +146,7 @@ pub(crate) fn check_user(
     if tokens.password_version(&record.password_hash) != claims.pwv {
         return Err(TokenError::Invalid.into());
     }
-    Ok(AuthUser { user: record.user, password_hash: record.password_hash })
+    Ok(record)
 }
 
 fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {

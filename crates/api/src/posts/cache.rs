@@ -12,7 +12,7 @@
 //! by any process, moves the mark).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -118,7 +118,7 @@ const MAX_HEADS: usize = 4096;
 struct Heads {
     mark: Option<CommitMark>,
     /// By reader and author filter (a head's counters are read for one author, or all).
-    heads: HashMap<(UserId, Option<UserId>), ReadHead>,
+    heads: HashMap<(UserId, Option<UserId>), Arc<ReadHead>>,
 }
 
 /// The heads (account, feed position, counters) signed-in readers listed posts with, valid
@@ -141,7 +141,7 @@ impl HeadCache {
         mark: CommitMark,
         reader: UserId,
         author: Option<UserId>,
-    ) -> Option<ReadHead> {
+    ) -> Option<Arc<ReadHead>> {
         let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.mark != Some(mark) {
             return None;
@@ -150,7 +150,13 @@ impl HeadCache {
     }
 
     /// Keeps a head read after `mark` was: if the mark has not moved since, nothing newer exists.
-    pub fn put(&self, mark: CommitMark, reader: UserId, author: Option<UserId>, head: ReadHead) {
+    pub fn put(
+        &self,
+        mark: CommitMark,
+        reader: UserId,
+        author: Option<UserId>,
+        head: Arc<ReadHead>,
+    ) {
         let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.mark != Some(mark) || entries.heads.len() >= MAX_HEADS {
             entries.mark = Some(mark);

@@ -1,6 +1,8 @@
 //! /api/posts/: DRF ModelViewSet behaviour (list, create, retrieve, update, partial update,
 //! destroy). Every write commits its outbox event with it and wakes the dispatcher.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -97,14 +99,14 @@ pub async fn list_posts(
         let head = match known {
             Some(head) => head,
             None => {
-                let head = state.db.read_head(Some(reader), author).await?;
+                let head = Arc::new(state.db.read_head(Some(reader), author).await?);
                 if let Some(mark) = mark {
                     state.list_heads.put(mark, reader, author, head.clone());
                 }
                 head
             }
         };
-        let viewer = auth.viewer_of(&state.tokens, head.reader.clone())?;
+        let viewer = auth.viewer_of(&state.tokens, head.reader.as_ref())?;
         let key = page_key(head.visibility_of(&viewer), &url);
         let cached = state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq);
         if let Some((seq, body)) = cached {
@@ -125,7 +127,7 @@ pub async fn list_posts(
     // One snapshot for the caller, the page and the feed position, so `X-Feed-Seq` is exact.
     let read = move |conn: &mut DbConnection| {
         let head = PostRepository::read_head(conn, auth.user_id(), plan.query.author)?;
-        let viewer = auth.viewer_of(&reader.tokens, head.reader.clone())?;
+        let viewer = auth.viewer_of(&reader.tokens, head.reader.as_ref())?;
         let (seq, visibility) = (head.seq, head.visibility_of(&viewer));
         if let Some(query) = plan.query_for_cursor() {
             let page = PostRepository::list_at(conn, &viewer, &head, &query)?;
@@ -225,7 +227,7 @@ pub async fn retrieve_post(
         .db
         .read_snapshot(move |conn| {
             let head = PostRepository::read_head(conn, auth.user_id(), None)?;
-            let viewer = auth.viewer_of(&reader.tokens, head.reader)?;
+            let viewer = auth.viewer_of(&reader.tokens, head.reader.as_ref())?;
             Ok::<_, ApiError>((PostRepository::find_visible_to(conn, &viewer, id)?, head.seq))
         })
         .await?;
