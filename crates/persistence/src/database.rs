@@ -10,7 +10,7 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use crate::commit_watch::{CommitMark, CommitWatch};
 use crate::connection::{ConnectionManager, ConnectionOptions, Liveness, is_alive};
 use crate::group_commit::{BATCH_SIZE_BOUNDS, GroupCommitter};
-use crate::head_reads::{HeadReads, Waiter};
+use crate::head_reads::{HeadReads, Runner, Waiter};
 use crate::limits::DeadlineGuard;
 use crate::{
     Backend, DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository, ReadHead,
@@ -303,9 +303,9 @@ impl Database {
         author: Option<UserId>,
     ) -> Result<ReadHead, PersistenceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.heads.enqueue(Waiter { key: (reader, author), reply }) {
+        if let Some(runner) = self.heads.enqueue(Waiter { key: (reader, author), reply }) {
             let this = self.clone();
-            tokio::spawn(async move { this.run_head_batches().await });
+            tokio::spawn(async move { this.run_head_batches(runner).await });
         }
         answer
             .await
@@ -313,8 +313,8 @@ impl Database {
     }
 
     /// Reads batches of queued heads until none is left.
-    async fn run_head_batches(&self) {
-        while let Some(batch) = self.heads.next_batch() {
+    async fn run_head_batches(&self, mut runner: Runner) {
+        while let Some(batch) = runner.next_batch() {
             let keys: Vec<_> = batch.iter().map(|waiter| waiter.key).collect();
             let read = self.read(move |conn| PostRepository::read_heads(conn, &keys)).await;
             match read {

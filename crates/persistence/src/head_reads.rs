@@ -1,7 +1,7 @@
 //! Reads of the feed head (with each reader's account) that arrive together share one trip to
 //! the database: on PostgreSQL one statement answers all of them.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use newspaper_domain::UserId;
 use tokio::sync::oneshot;
@@ -37,28 +37,48 @@ pub(crate) struct Waiter {
 }
 
 impl HeadReads {
-    /// Queues a read; true if the caller must start a runner (none is free to take it).
-    pub(crate) fn enqueue(&self, waiter: Waiter) -> bool {
+    /// Queues a read; a [`Runner`] if the caller must start one (none is free to take it).
+    pub(crate) fn enqueue(self: &Arc<Self>, waiter: Waiter) -> Option<Runner> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.waiting.push(waiter);
         if queue.runners < BATCHES_IN_FLIGHT {
             queue.runners += 1;
-            return true;
+            return Some(Runner { reads: self.clone(), stopped: false });
         }
-        false
+        None
     }
+}
 
-    /// The next batch for a runner; `None` (and the runner is done) when nothing waits.
-    /// Every read in a batch was queued before the batch's statement starts, so each is
-    /// answered with what was committed when it asked, or later.
-    pub(crate) fn next_batch(&self) -> Option<Vec<Waiter>> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+/// A batch runner's place: given back when it finds nothing to do, or when it is dropped
+/// before that (its task cancelled by a runtime shutting down, or a panic), so that later
+/// reads start runners again rather than wait for one that is gone.
+pub(crate) struct Runner {
+    reads: Arc<HeadReads>,
+    stopped: bool,
+}
+
+impl Runner {
+    /// The next batch; `None` (and the runner is done) when nothing waits. Every read in a
+    /// batch was queued before the batch's statement starts, so each is answered with what
+    /// was committed when it asked, or later.
+    pub(crate) fn next_batch(&mut self) -> Option<Vec<Waiter>> {
+        let mut queue = self.reads.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.waiting.is_empty() {
             queue.runners -= 1;
+            self.stopped = true;
             return None;
         }
         let take = queue.waiting.len().min(MOST_PER_BATCH);
         Some(queue.waiting.drain(..take).collect())
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let mut queue = self.reads.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.runners -= 1;
+        }
     }
 }
 
@@ -73,34 +93,48 @@ mod tests {
 
     #[test]
     fn runners_start_up_to_the_limit_and_stop_when_nothing_waits() {
-        let reads = HeadReads::default();
+        let reads = Arc::new(HeadReads::default());
         let mut answers = Vec::new();
-        let mut started = 0;
+        let mut runners = Vec::new();
         for _ in 0..5 {
             let (w, a) = waiter();
             answers.push(a);
-            started += usize::from(reads.enqueue(w));
+            runners.extend(reads.enqueue(w));
         }
-        assert_eq!(started, BATCHES_IN_FLIGHT);
-        assert_eq!(reads.next_batch().map(|b| b.len()), Some(5));
-        for _ in 0..BATCHES_IN_FLIGHT {
-            assert!(reads.next_batch().is_none());
+        assert_eq!(runners.len(), BATCHES_IN_FLIGHT);
+        assert_eq!(runners[0].next_batch().map(|b| b.len()), Some(5));
+        for runner in &mut runners {
+            assert!(runner.next_batch().is_none());
         }
         // With every runner stopped, the next read starts one again.
         let (w, _a) = waiter();
-        assert!(reads.enqueue(w));
+        assert!(reads.enqueue(w).is_some());
+    }
+
+    #[test]
+    fn a_runner_dropped_mid_batch_gives_its_place_back() {
+        let reads = Arc::new(HeadReads::default());
+        let (w, _a) = waiter();
+        let mut first = reads.enqueue(w).unwrap();
+        let (w, _b) = waiter();
+        let second = reads.enqueue(w).unwrap();
+        assert!(first.next_batch().is_some());
+        drop((first, second));
+        let (w, _c) = waiter();
+        assert!(reads.enqueue(w).is_some(), "no runner is left, so this read starts one");
     }
 
     #[test]
     fn a_batch_holds_at_most_its_limit() {
-        let reads = HeadReads::default();
+        let reads = Arc::new(HeadReads::default());
         let mut answers = Vec::new();
+        let mut runners = Vec::new();
         for _ in 0..MOST_PER_BATCH + 3 {
             let (w, a) = waiter();
             answers.push(a);
-            reads.enqueue(w);
+            runners.extend(reads.enqueue(w));
         }
-        assert_eq!(reads.next_batch().map(|b| b.len()), Some(MOST_PER_BATCH));
-        assert_eq!(reads.next_batch().map(|b| b.len()), Some(3));
+        assert_eq!(runners[0].next_batch().map(|b| b.len()), Some(MOST_PER_BATCH));
+        assert_eq!(runners[0].next_batch().map(|b| b.len()), Some(3));
     }
 }
