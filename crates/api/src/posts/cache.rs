@@ -238,12 +238,14 @@ impl PageReads {
 }
 
 impl PageRead<'_> {
-    /// Hands the page, read at `page.0` (at or after the head it was asked at), to those who
-    /// wait, if it is the page they asked for: `read_key`, the key of the page as read, may
-    /// differ (the reader's first draft was committed meanwhile), and then they read alone.
+    /// Hands the page to those who wait, if it is exactly the page they asked for: read at
+    /// the head they asked at (`page.0`; a write may have landed between the head and the
+    /// read, and a page is exact for a reader only at the head that reader read) and of the
+    /// posts they see (`read_key`, the key of the page as read, differs if the reader's first
+    /// draft was committed meanwhile). Otherwise they read alone.
     pub fn share(self, read_key: &str, page: &CachedPage) {
         let waiters = self.reads.land(&self.key, self.seq);
-        if read_key == self.key {
+        if read_key == self.key && page.0 == self.seq {
             for waiter in waiters {
                 let _ = waiter.send(page.clone());
             }
@@ -323,7 +325,7 @@ mod tests {
         };
         assert!(matches!(reads.turn("p", Seq(6)), PageTurn::Alone), "another head reads alone");
         assert!(matches!(reads.turn("q", Seq(5)), PageTurn::Read(_)), "another page is its own");
-        let page = (Seq(7), Bytes::from_static(b"page"));
+        let page = (Seq(5), Bytes::from_static(b"page"));
         first.share("p", &page);
         assert_eq!(second.try_recv().unwrap(), page);
         assert_eq!(reads.in_flight(), 0);
@@ -331,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_fails_or_reads_another_page_sends_its_waiters_to_read_alone() {
+    fn a_read_that_fails_or_reads_another_page_or_head_sends_its_waiters_to_read_alone() {
         let reads = PageReads::default();
         let PageTurn::Read(first) = reads.turn("p", Seq(5)) else { panic!() };
         let PageTurn::Wait(mut waiting) = reads.turn("p", Seq(5)) else { panic!() };
@@ -342,6 +344,12 @@ mod tests {
         let PageTurn::Wait(mut waiting) = reads.turn("p", Seq(5)) else { panic!() };
         first.share("user 1 p", &(Seq(5), Bytes::from_static(b"drafts")));
         assert!(waiting.try_recv().is_err(), "a page of other posts is not theirs");
+        assert_eq!(reads.in_flight(), 0);
+        // A page read after a later write is exact for its reader's head, not for theirs.
+        let PageTurn::Read(first) = reads.turn("p", Seq(5)) else { panic!() };
+        let PageTurn::Wait(mut waiting) = reads.turn("p", Seq(5)) else { panic!() };
+        first.share("p", &(Seq(6), Bytes::from_static(b"newer")));
+        assert!(waiting.try_recv().is_err(), "a page at another head is not theirs");
         assert_eq!(reads.in_flight(), 0);
     }
 }
