@@ -115,7 +115,16 @@ pub async fn list_posts(
         match state.page_reads.turn(&key, head.seq) {
             PageTurn::Wait(page) => {
                 if let Ok((seq, body)) = page.await {
-                    return Ok(json_at(seq, body));
+                    if seq == head.seq {
+                        return Ok(json_at(seq, body));
+                    }
+                    // Read after a later write: exact for this reader only at that head, if
+                    // they still see the same posts there.
+                    let now = state.db.read_head(Some(reader), author).await?;
+                    let viewer = auth.viewer_of(&state.tokens, now.reader.as_ref())?;
+                    if now.seq == seq && page_key(now.visibility_of(&viewer), &url) == key {
+                        return Ok(json_at(seq, body));
+                    }
                 }
             }
             PageTurn::Read(read) => shared = Some(read),
