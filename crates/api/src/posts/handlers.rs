@@ -7,7 +7,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use newspaper_domain::{Post, PostId, Seq, Viewer, now};
-use newspaper_persistence::{DbConnection, Page, PostRepository, Visibility};
+use newspaper_persistence::{DbConnection, Page, PostRepository, ReadHead, Visibility};
 
 use super::cache::PageTurn;
 use super::input::PostInput;
@@ -106,8 +106,7 @@ pub async fn list_posts(
                 head
             }
         };
-        let viewer = auth.viewer_of(&state.tokens, head.reader.as_ref())?;
-        let key = page_key(head.visibility_of(&viewer), &url);
+        let key = reader_page_key(&state, &auth, &head, &url)?;
         let cached = state.list_cache.get(&key, generation).filter(|(seq, _)| *seq == head.seq);
         if let Some((seq, body)) = cached {
             return Ok(json_at(seq, body));
@@ -121,8 +120,7 @@ pub async fn list_posts(
                     // Read after a later write: exact for this reader only at that head, if
                     // they still see the same posts there.
                     let now = state.db.read_head(Some(reader), author).await?;
-                    let viewer = auth.viewer_of(&state.tokens, now.reader.as_ref())?;
-                    if now.seq == seq && page_key(now.visibility_of(&viewer), &url) == key {
+                    if now.seq == seq && reader_page_key(&state, &auth, &now, &url)? == key {
                         return Ok(json_at(seq, body));
                     }
                 }
@@ -177,6 +175,18 @@ struct Listed {
     page: Page<Post>,
     seq: Seq,
     visibility: Visibility,
+}
+
+/// The list cache's key for the page at `url` as `auth`'s reader sees it at `head`, once their
+/// account there is checked against their token.
+fn reader_page_key(
+    state: &AppState,
+    auth: &MaybeBearer,
+    head: &ReadHead,
+    url: &str,
+) -> Result<String, ApiError> {
+    let viewer = auth.viewer_of(&state.tokens, head.reader.as_ref())?;
+    Ok(page_key(head.visibility_of(&viewer), url))
 }
 
 /// The list cache's key for the page at `url` as readers of `visibility` see it.
