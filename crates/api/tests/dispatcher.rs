@@ -92,7 +92,7 @@ async fn next_message(rx: &mut ChannelReceiver) -> LayerMessage {
         .await
         .expect("nothing published")
         .unwrap();
-    LayerMessage::decode(&bytes).unwrap()
+    LayerMessage::decode(&bytes).unwrap().into_owned()
 }
 
 async fn next(rx: &mut ChannelReceiver) -> FeedEnvelope {

@@ -3,8 +3,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::{ChannelName, GroupName};
@@ -51,8 +53,10 @@ pub(crate) struct ChannelShared {
     queue: Mutex<VecDeque<Message>>,
     state: AtomicU8,
     interrupted: AtomicBool,
-    /// Wakes the receiver for a message or a state change.
-    readable: Notify,
+    /// Wakes the receiver for a message or a state change. There is one receiver, so this is
+    /// a waker slot, not a list of waiters: a push costs one atomic swap, and a receiver that
+    /// goes back to waiting re-registers the same waker.
+    readable: AtomicWaker,
     /// Wakes everyone waiting in [`ChannelReceiver::lagged`].
     lagging: Notify,
     /// The groups this channel is in, so dropping the receiver can leave them all.
@@ -67,7 +71,7 @@ impl ChannelShared {
             queue: Mutex::new(VecDeque::new()),
             state: AtomicU8::new(OPEN),
             interrupted: AtomicBool::new(false),
-            readable: Notify::new(),
+            readable: AtomicWaker::new(),
             lagging: Notify::new(),
             groups: Mutex::new(Vec::new()),
         })
@@ -84,13 +88,13 @@ impl ChannelShared {
             self.state.store(LAGGED, Ordering::Release);
             *queue = VecDeque::new();
             drop(queue);
-            self.readable.notify_one();
+            self.readable.wake();
             self.lagging.notify_waiters();
             return Push::Overflowed;
         }
         queue.push_back(message);
         drop(queue);
-        self.readable.notify_one();
+        self.readable.wake();
         Push::Queued
     }
 
@@ -102,14 +106,14 @@ impl ChannelShared {
     pub(crate) fn interrupt(&self) {
         if self.is_open() {
             self.interrupted.store(true, Ordering::Release);
-            self.readable.notify_one();
+            self.readable.wake();
         }
     }
 
     pub(crate) fn close(&self) {
         self.state.store(CLOSED, Ordering::Release);
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        self.readable.notify_one();
+        self.readable.wake();
         self.lagging.notify_waiters();
     }
 
@@ -161,21 +165,26 @@ impl ChannelReceiver {
     /// was still queued is dropped with it), and [`RecvError::Interrupted`] once per upstream
     /// outage.
     pub async fn recv(&mut self) -> Result<Message, RecvError> {
-        loop {
-            match self.shared.state.load(Ordering::Acquire) {
-                LAGGED => return Err(RecvError::Lagged),
-                CLOSED => return Err(RecvError::Closed),
-                _ => {}
-            }
-            if self.shared.interrupted.swap(false, Ordering::AcqRel) {
-                return Err(RecvError::Interrupted);
-            }
-            if let Some(message) =
-                self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
-            {
-                return Ok(message);
-            }
-            self.shared.readable.notified().await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, RecvError>> {
+        // Registered before looking, so a push after the look wakes this waker.
+        self.shared.readable.register(cx.waker());
+        match self.shared.state.load(Ordering::Acquire) {
+            LAGGED => return Poll::Ready(Err(RecvError::Lagged)),
+            CLOSED => return Poll::Ready(Err(RecvError::Closed)),
+            _ => {}
+        }
+        // Read before swapping: the flag is shared with the layer, and is almost never set.
+        if self.shared.interrupted.load(Ordering::Acquire)
+            && self.shared.interrupted.swap(false, Ordering::AcqRel)
+        {
+            return Poll::Ready(Err(RecvError::Interrupted));
+        }
+        match self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
+            Some(message) => Poll::Ready(Ok(message)),
+            None => Poll::Pending,
         }
     }
 

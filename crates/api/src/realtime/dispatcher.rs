@@ -270,7 +270,8 @@ impl Dispatcher {
                 self.layer.group_send(&post, wire).await?;
                 prev = event.seq;
             } else if let Change::CredentialsRevoked { user, .. } = &event.change {
-                let wire = LayerMessage::Revocation { seq: event.seq, user: *user }.encode();
+                let wire = LayerMessage::<bytes::Bytes>::Revocation { seq: event.seq, user: *user }
+                    .encode();
                 self.layer.group_send(&GroupName::new(&user_group(*user))?, wire).await?;
             }
             state.cursor = Some(event.seq);

@@ -37,11 +37,13 @@ const FEED_HEADER_LEN: usize = 3 + 4 * 8;
 #[error("malformed feed message: {0}")]
 pub struct MalformedMessage(&'static str);
 
-/// One message of the feed on the layer.
+/// One message of the feed on the layer. Its frames are `Bytes` when it is built to be sent,
+/// and slices of the received message when it is read ([`LayerMessage::decode`]): a delivery
+/// to thousands of streams then touches no shared reference count to read one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerMessage {
+pub enum LayerMessage<F = Bytes> {
     /// A post event.
-    Feed(FeedEnvelope),
+    Feed(FeedEnvelope<F>),
     /// `user`'s credentials changed at `seq`: their streams check theirs.
     Revocation {
         /// The revocation's outbox seq.
@@ -54,11 +56,11 @@ pub enum LayerMessage {
         /// The value of the presence epoch before the count was taken.
         epoch: u64,
         /// The JSON text frame.
-        frame: Bytes,
+        frame: F,
     },
 }
 
-impl LayerMessage {
+impl<F: AsRef<[u8]>> LayerMessage<F> {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
         match self {
@@ -72,6 +74,7 @@ impl LayerMessage {
                 buf.freeze()
             }
             LayerMessage::Presence { epoch, frame } => {
+                let frame = frame.as_ref();
                 let mut buf = BytesMut::with_capacity(2 + 8 + frame.len());
                 buf.put_u8(PRESENCE);
                 buf.put_u8(VERSION);
@@ -81,9 +84,11 @@ impl LayerMessage {
             }
         }
     }
+}
 
-    /// Reads a message without copying its frames (they stay slices of `bytes`).
-    pub fn decode(bytes: &Bytes) -> Result<Self, MalformedMessage> {
+impl<'a> LayerMessage<&'a [u8]> {
+    /// Reads a message in place: its frames are slices of `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, MalformedMessage> {
         match (bytes.first(), bytes.get(1)) {
             (Some(&FEED), Some(&VERSION)) => FeedEnvelope::decode(bytes).map(LayerMessage::Feed),
             (Some(&REVOCATION), Some(&VERSION)) if bytes.len() == 18 => {
@@ -95,16 +100,35 @@ impl LayerMessage {
             }
             (Some(&PRESENCE), Some(&VERSION)) if bytes.len() >= 10 => {
                 let epoch = (&bytes[2..10]).get_u64();
-                Ok(LayerMessage::Presence { epoch, frame: bytes.slice(10..) })
+                Ok(LayerMessage::Presence { epoch, frame: &bytes[10..] })
             }
             _ => Err(MalformedMessage("unknown format")),
         }
     }
+
+    /// The message with its frames copied out of the bytes it was read from.
+    pub fn into_owned(self) -> LayerMessage {
+        let copy = |frame: &[u8]| Bytes::copy_from_slice(frame);
+        match self {
+            LayerMessage::Feed(e) => LayerMessage::Feed(FeedEnvelope {
+                seq: e.seq,
+                prev_seq: e.prev_seq,
+                post_id: e.post_id,
+                author_id: e.author_id,
+                public: e.public.map(copy),
+                privileged: e.privileged.map(copy),
+            }),
+            LayerMessage::Revocation { seq, user } => LayerMessage::Revocation { seq, user },
+            LayerMessage::Presence { epoch, frame } => {
+                LayerMessage::Presence { epoch, frame: copy(frame) }
+            }
+        }
+    }
 }
 
-/// One post event as it travels on the layer.
+/// One post event as it travels on the layer; see [`LayerMessage`] for `F`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEnvelope {
+pub struct FeedEnvelope<F = Bytes> {
     /// The event's outbox seq.
     pub seq: Seq,
     /// The seq of the post event published just before it, so a stream that sees a jump
@@ -115,9 +139,52 @@ pub struct FeedEnvelope {
     /// Its author (who, like staff, sees the privileged rendering).
     pub author_id: UserId,
     /// The JSON text frame for everyone else; `None` when they see nothing of this event.
-    pub public: Option<Bytes>,
+    pub public: Option<F>,
     /// The JSON text frame for the author and staff.
-    pub privileged: Option<Bytes>,
+    pub privileged: Option<F>,
+}
+
+impl<F: AsRef<[u8]>> FeedEnvelope<F> {
+    /// The frame `viewer` should receive, if any.
+    pub fn frame_for(&self, viewer: &Viewer) -> Option<&[u8]> {
+        match viewer.audience_for(self.author_id) {
+            Audience::Public => self.public.as_ref().map(AsRef::as_ref),
+            Audience::Privileged => self.privileged.as_ref().map(AsRef::as_ref),
+        }
+    }
+
+    /// The wire form: a fixed header, then the renderings.
+    pub fn encode(&self) -> Bytes {
+        let public = self.public.as_ref().map(AsRef::as_ref);
+        let privileged = self.privileged.as_ref().map(AsRef::as_ref);
+        let same = matches!((public, privileged), (Some(p), Some(q)) if p == q);
+        let mut flags = 0;
+        if public.is_some() {
+            flags |= HAS_PUBLIC;
+        }
+        if privileged.is_some() {
+            flags |= HAS_PRIVILEGED;
+        }
+        if same {
+            flags |= PRIVILEGED_IS_PUBLIC;
+        }
+        let body = public.map_or(0, <[u8]>::len)
+            + if same { 0 } else { privileged.map_or(0, <[u8]>::len) };
+        let mut buf = BytesMut::with_capacity(FEED_HEADER_LEN + 8 + body);
+        buf.put_u8(FEED);
+        buf.put_u8(VERSION);
+        buf.put_u8(flags);
+        for n in [self.seq.0, self.prev_seq.0, self.post_id.0, self.author_id.0] {
+            buf.put_i64(n);
+        }
+        if let Some(public) = public {
+            put_chunk(&mut buf, public);
+        }
+        if let (Some(privileged), false) = (privileged, same) {
+            put_chunk(&mut buf, privileged);
+        }
+        buf.freeze()
+    }
 }
 
 impl FeedEnvelope {
@@ -144,52 +211,15 @@ impl FeedEnvelope {
             privileged,
         })
     }
+}
 
-    /// The frame `viewer` should receive, if any.
-    pub fn frame_for(&self, viewer: &Viewer) -> Option<&Bytes> {
-        match viewer.audience_for(self.author_id) {
-            Audience::Public => self.public.as_ref(),
-            Audience::Privileged => self.privileged.as_ref(),
-        }
-    }
-
-    /// The wire form: a fixed header, then the renderings.
-    pub fn encode(&self) -> Bytes {
-        let same = matches!((&self.public, &self.privileged), (Some(p), Some(q)) if p == q);
-        let mut flags = 0;
-        if self.public.is_some() {
-            flags |= HAS_PUBLIC;
-        }
-        if self.privileged.is_some() {
-            flags |= HAS_PRIVILEGED;
-        }
-        if same {
-            flags |= PRIVILEGED_IS_PUBLIC;
-        }
-        let body = self.public.as_ref().map_or(0, Bytes::len)
-            + if same { 0 } else { self.privileged.as_ref().map_or(0, Bytes::len) };
-        let mut buf = BytesMut::with_capacity(FEED_HEADER_LEN + 8 + body);
-        buf.put_u8(FEED);
-        buf.put_u8(VERSION);
-        buf.put_u8(flags);
-        for n in [self.seq.0, self.prev_seq.0, self.post_id.0, self.author_id.0] {
-            buf.put_i64(n);
-        }
-        if let Some(public) = &self.public {
-            put_chunk(&mut buf, public);
-        }
-        if let (Some(privileged), false) = (&self.privileged, same) {
-            put_chunk(&mut buf, privileged);
-        }
-        buf.freeze()
-    }
-
-    /// Reads an envelope without copying the renderings (they stay slices of `bytes`).
-    pub fn decode(bytes: &Bytes) -> Result<Self, MalformedMessage> {
+impl<'a> FeedEnvelope<&'a [u8]> {
+    /// Reads an envelope in place: its renderings are slices of `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, MalformedMessage> {
         if bytes.len() < FEED_HEADER_LEN {
             return Err(MalformedMessage("too short"));
         }
-        let mut cursor = &bytes[..];
+        let mut cursor = bytes;
         if cursor.get_u8() != FEED || cursor.get_u8() != VERSION {
             return Err(MalformedMessage("unknown format"));
         }
@@ -197,7 +227,7 @@ impl FeedEnvelope {
         let (seq, prev_seq, post_id, author_id) =
             (cursor.get_i64(), cursor.get_i64(), cursor.get_i64(), cursor.get_i64());
         let mut offset = FEED_HEADER_LEN;
-        let mut take_chunk = || -> Result<Bytes, MalformedMessage> {
+        let mut take_chunk = || -> Result<&'a [u8], MalformedMessage> {
             let rest = bytes.get(offset..).ok_or(MalformedMessage("truncated"))?;
             if rest.len() < 4 {
                 return Err(MalformedMessage("truncated"));
@@ -209,13 +239,13 @@ impl FeedEnvelope {
                 .filter(|e| *e <= bytes.len())
                 .ok_or(MalformedMessage("truncated"))?;
             offset = end;
-            Ok(bytes.slice(start..end))
+            Ok(&bytes[start..end])
         };
         let public = if flags & HAS_PUBLIC != 0 { Some(take_chunk()?) } else { None };
         let privileged = if flags & HAS_PRIVILEGED == 0 {
             None
         } else if flags & PRIVILEGED_IS_PUBLIC != 0 {
-            public.clone()
+            public
         } else {
             Some(take_chunk()?)
         };
@@ -230,7 +260,7 @@ impl FeedEnvelope {
     }
 }
 
-fn put_chunk(buf: &mut BytesMut, chunk: &Bytes) {
+fn put_chunk(buf: &mut BytesMut, chunk: &[u8]) {
     buf.put_u32(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
     buf.put_slice(chunk);
 }
@@ -278,7 +308,7 @@ mod tests {
             let env = LayerMessage::Feed(
                 FeedEnvelope::from_event(&event(before, after), Seq(8)).unwrap(),
             );
-            assert_eq!(LayerMessage::decode(&env.encode()).unwrap(), env);
+            assert_eq!(LayerMessage::decode(&env.encode()).unwrap().into_owned(), env);
         }
         let published =
             FeedEnvelope::from_event(&event(None, Some(PostStatus::Published)), Seq(0)).unwrap();
@@ -288,7 +318,7 @@ mod tests {
             LayerMessage::Revocation { seq: Seq(12), user: UserId(4) },
             LayerMessage::Presence { epoch: 7, frame: Bytes::from_static(b"{\"event\":1}") },
         ] {
-            assert_eq!(LayerMessage::decode(&message.encode()).unwrap(), message);
+            assert_eq!(LayerMessage::decode(&message.encode()).unwrap().into_owned(), message);
         }
         let revoked = StoredEvent {
             change: Change::CredentialsRevoked {

@@ -20,7 +20,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 
 /// Bytes a session may queue before its next write waits for the connection to take them:
 /// a burst goes out in one write, and what a client that stopped reading holds stays bounded
@@ -118,10 +117,13 @@ impl Outgoing {
 /// What a session waits on (the client's frames, its channel, its timers) wakes the
 /// connection through this, and marks the session as worth polling: the dispatcher also
 /// polls the body for its own reasons (a write completed), and a session polled for nothing
-/// would run its whole `select!` for nothing.
+/// would run its whole `select!` for nothing. The connection's waker is kept as it was at the
+/// poll this was made for, not re-registered on every poll: a delivery then costs the
+/// publishing thread a flag and a wake-up, and the connection no atomic exchange to register
+/// a waker the delivery had just taken.
 struct SessionWake {
     woken: AtomicBool,
-    connection: AtomicWaker,
+    connection: Waker,
 }
 
 impl Wake for SessionWake {
@@ -131,7 +133,24 @@ impl Wake for SessionWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.connection.wake();
+        self.connection.wake_by_ref();
+    }
+}
+
+/// The session's waker, made for one connection waker.
+struct SessionWaker {
+    wake: Arc<SessionWake>,
+    waker: Waker,
+}
+
+impl SessionWaker {
+    /// A waker for a session polled from the task `connection` wakes; marked woken, so the
+    /// session's next poll registers it with everything the session waits on.
+    fn new(connection: &Waker) -> Self {
+        let wake =
+            Arc::new(SessionWake { woken: AtomicBool::new(true), connection: connection.clone() });
+        let waker = Waker::from(wake.clone());
+        Self { wake, waker }
     }
 }
 
@@ -148,8 +167,8 @@ pub(crate) struct StreamBody {
     /// left its groups by the time the end is counted.
     session: Option<Running>,
     out: Outgoing,
-    wake: Arc<SessionWake>,
-    waker: Waker,
+    /// Made at the first poll, and again if the body is ever polled from another task.
+    waker: Option<SessionWaker>,
     on_end: Option<OnEnd>,
     /// actix-ws's own body, never polled. Its drop tells the incoming message stream that the
     /// connection is gone, so it lives exactly as long as this body.
@@ -178,16 +197,24 @@ impl StreamBody {
         on_end: Option<OnEnd>,
         upstream: BoxBody,
     ) -> Self {
-        // The first poll runs the session.
-        let wake =
-            Arc::new(SessionWake { woken: AtomicBool::new(true), connection: AtomicWaker::new() });
-        let waker = Waker::from(wake.clone());
-        Self { session, out, wake, waker, on_end, _upstream: upstream }
+        Self { session, out, waker: None, on_end, _upstream: upstream }
+    }
+}
+
+impl SessionWaker {
+    /// The waker in `slot` if it was made for the task `cx` wakes; a new one otherwise.
+    fn for_task<'a>(slot: &'a mut Option<SessionWaker>, cx: &Context<'_>) -> &'a SessionWaker {
+        if !slot.as_ref().is_some_and(|made| made.wake.connection.will_wake(cx.waker())) {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| SessionWaker::new(cx.waker()))
     }
 
-    fn should_poll_session(&self) -> bool {
+    /// Whether the session should be polled: something it waits on woke it, or it waits for
+    /// room in a queue the connection has emptied.
+    fn should_poll(&self, out: &Outgoing) -> bool {
         let woken = self.wake.woken.swap(false, Ordering::AcqRel);
-        let mut queue = self.out.0.borrow_mut();
+        let mut queue = out.0.borrow_mut();
         let room = queue.waiting && queue.bytes.len() < QUEUE_LIMIT;
         if room {
             queue.waiting = false;
@@ -209,9 +236,9 @@ impl MessageBody for StreamBody {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
         if this.session.is_some() {
-            this.wake.connection.register(cx.waker());
-            if this.should_poll_session() {
-                let mut session_cx = Context::from_waker(&this.waker);
+            let waker = SessionWaker::for_task(&mut this.waker, cx);
+            if waker.should_poll(&this.out) {
+                let mut session_cx = Context::from_waker(&waker.waker);
                 let poll = this.session.as_mut().map(|s| s.as_mut().poll(&mut session_cx));
                 if let Some(Poll::Ready(exit)) = poll {
                     this.session = None;

@@ -15,6 +15,7 @@ mod limits;
 mod position;
 mod replay;
 mod subscriptions;
+mod woken;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use std::time::Instant;
 use actix_web::body::BoxBody;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode};
 use bytes::Bytes;
-use bytestring::ByteString;
 use futures_util::StreamExt;
 use newspaper_domain::{PostId, Seq, UserId, Viewer};
 use newspaper_events::{ChannelReceiver, GroupName, LayerError, RecvError};
@@ -35,6 +35,7 @@ pub(crate) use self::connection::StreamBody;
 use self::credentials::Credentials;
 use self::limits::{RateLimiter, Verdict};
 use self::position::{Arrival, Position};
+use self::woken::PolledWhenWoken;
 use super::envelope::{BLOG_FEED_GROUP, FeedEnvelope, LayerMessage, user_group};
 use super::protocol::{ClientAction, ServerFrame};
 use crate::auth::{TokenType, check_user};
@@ -94,13 +95,9 @@ pub(crate) async fn open_stream(
 
 /// Runs an opened stream to the end. The session goes with it, its channel leaving every
 /// group before the end is counted.
-async fn serve(
-    mut session: FeedSession,
-    start: Start,
-    mut stream: AggregatedMessageStream,
-) -> Exit {
+async fn serve(mut session: FeedSession, start: Start, stream: AggregatedMessageStream) -> Exit {
     match Box::pin(session.start(start)).await {
-        Ok(()) => session.event_loop(&mut stream).await,
+        Ok(()) => session.event_loop(&mut PolledWhenWoken::new(stream)).await,
         Err(exit) => exit,
     }
 }
@@ -237,10 +234,10 @@ async fn open(
         last_heard: Instant::now(),
         renewed: Instant::now(),
         limiter: RateLimiter::new(rate, rate * 2.0),
-        heartbeat: tokio::time::interval_at(
+        heartbeat: PolledWhenWoken::new(tokio::time::interval_at(
             tokio::time::Instant::now() + settings.heartbeat_interval,
             settings.heartbeat_interval,
-        ),
+        )),
     };
     Ok((session, start))
 }
@@ -295,7 +292,7 @@ struct FeedSession {
     renewed: Instant,
     limiter: RateLimiter,
     /// Pings the client and checks that it is still heard from.
-    heartbeat: tokio::time::Interval,
+    heartbeat: PolledWhenWoken<tokio::time::Interval>,
 }
 
 impl Drop for FeedSession {
@@ -347,7 +344,7 @@ impl FeedSession {
         self.credentials.as_deref().map(Credentials::user_id)
     }
 
-    async fn event_loop(&mut self, stream: &mut AggregatedMessageStream) -> Exit {
+    async fn event_loop(&mut self, stream: &mut PolledWhenWoken<AggregatedMessageStream>) -> Exit {
         let settings = self.state.settings.realtime.clone();
         loop {
             let step = tokio::select! {
@@ -480,8 +477,8 @@ impl FeedSession {
                 if !self.position.in_feed() || epoch < self.presence_epoch {
                     return Ok(());
                 }
-                match ByteString::try_from(frame) {
-                    Ok(text) => Box::pin(self.send_text(text)).await,
+                match std::str::from_utf8(frame) {
+                    Ok(text) => self.send_text(text).await,
                     Err(_) => Ok(()),
                 }
             }
@@ -496,7 +493,7 @@ impl FeedSession {
         }
     }
 
-    async fn on_post_event(&mut self, envelope: FeedEnvelope) -> Result<(), Exit> {
+    async fn on_post_event(&mut self, envelope: FeedEnvelope<&[u8]>) -> Result<(), Exit> {
         // Decide synchronously, so that only the outgoing frame lives across the send: this
         // future is part of every connection's task, and its size is memory per connection.
         let Arrival::Fresh { gap_after } = self.position.arrive(envelope.seq, envelope.prev_seq)
@@ -508,18 +505,14 @@ impl FeedSession {
             Box::pin(self.replay(after, Some(envelope.seq), &[])).await?;
         }
         let frame = if self.follows(envelope.post_id) {
-            envelope
-                .frame_for(&self.viewer())
-                .and_then(|bytes| ByteString::try_from(bytes.clone()).ok())
+            envelope.frame_for(&self.viewer()).and_then(|bytes| std::str::from_utf8(bytes).ok())
         } else {
             None
         };
         self.position.advance(envelope.seq, frame.is_some());
         let Some(text) = frame else { return Ok(()) };
-        self.state.realtime.metrics().events_delivered.with_label_values(&["live"]).inc();
-        // Boxed: what a connection keeps while idle is the largest state its task can be in,
-        // and a send in progress would otherwise be that state, for every idle connection.
-        Box::pin(self.send_text(text)).await
+        self.state.realtime.metrics().events_delivered_live.inc();
+        self.send_text(text).await
     }
 
     /// The user's credentials changed somewhere: this stream keeps its rights only if they
@@ -548,13 +541,20 @@ impl FeedSession {
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<(), Exit> {
-        self.send_text(frame.to_text()).await
+        self.send_text(&frame.to_text()).await
     }
 
-    async fn send_text(&mut self, text: ByteString) -> Result<(), Exit> {
-        if self.out.try_text(&text) {
+    async fn send_text(&mut self, text: &str) -> Result<(), Exit> {
+        if self.out.try_text(text) {
             return Ok(());
         }
+        // Boxed, with its own copy of the frame: what a connection keeps while idle is the
+        // largest state its task can be in, and a send waiting for room would otherwise be
+        // that state, for every idle connection.
+        Box::pin(self.send_when_there_is_room(text.to_owned())).await
+    }
+
+    async fn send_when_there_is_room(&mut self, text: String) -> Result<(), Exit> {
         let resume = self.position.resume_point();
         guarded(self.out.text(&text), &self.receiver, resume).await
     }

@@ -51,7 +51,7 @@ impl FeedSession {
                                 let text = serde_json::to_string(&feed_event).map_err(|e| {
                                     Exit::close(actix_ws::CloseCode::Error, e.to_string())
                                 })?;
-                                self.send_text(text.into()).await?;
+                                self.send_text(&text).await?;
                                 let metrics = self.state.realtime.metrics();
                                 metrics.events_delivered.with_label_values(&["replay"]).inc();
                                 true
