@@ -2,11 +2,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::{ChannelName, GroupName};
@@ -46,17 +45,34 @@ pub(crate) enum Push {
     Refused,
 }
 
+/// What a channel's lock guards.
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Message>,
+    /// The receiver's waker, woken for a message or a state change. It is woken by reference
+    /// and kept until the receiver waits from another task: a delivery to thousands of
+    /// channels then takes the one lock each already needs, and neither takes nor clones a
+    /// waker (each would be a write to memory the receiver's thread shares).
+    receiver: Option<Waker>,
+}
+
+impl Queue {
+    fn wake_receiver(&self) {
+        if let Some(waker) = &self.receiver {
+            waker.wake_by_ref();
+        }
+    }
+}
+
 /// The state shared by a channel's senders (the layer) and its receiver.
 pub(crate) struct ChannelShared {
     pub(crate) name: ChannelName,
     capacity: usize,
-    queue: Mutex<VecDeque<Message>>,
+    queue: Mutex<Queue>,
+    /// Changed only under the lock, so that the receiver, which reads it under the lock
+    /// before it waits, never misses a change.
     state: AtomicU8,
     interrupted: AtomicBool,
-    /// Wakes the receiver for a message or a state change. There is one receiver, so this is
-    /// a waker slot, not a list of waiters: a push costs one atomic swap, and a receiver that
-    /// goes back to waiting re-registers the same waker.
-    readable: AtomicWaker,
     /// Wakes everyone waiting in [`ChannelReceiver::lagged`].
     lagging: Notify,
     /// The groups this channel is in, so dropping the receiver can leave them all.
@@ -68,13 +84,16 @@ impl ChannelShared {
         Arc::new(Self {
             name,
             capacity: capacity.max(1),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             state: AtomicU8::new(OPEN),
             interrupted: AtomicBool::new(false),
-            readable: AtomicWaker::new(),
             lagging: Notify::new(),
             groups: Mutex::new(Vec::new()),
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Offers a message without ever blocking: a full buffer marks the channel lagging and
@@ -83,18 +102,17 @@ impl ChannelShared {
         if self.state.load(Ordering::Acquire) != OPEN {
             return Push::Refused;
         }
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= self.capacity {
+        let mut queue = self.lock();
+        if queue.messages.len() >= self.capacity {
             self.state.store(LAGGED, Ordering::Release);
-            *queue = VecDeque::new();
+            queue.messages = VecDeque::new();
+            queue.wake_receiver();
             drop(queue);
-            self.readable.wake();
             self.lagging.notify_waiters();
             return Push::Overflowed;
         }
-        queue.push_back(message);
-        drop(queue);
-        self.readable.wake();
+        queue.messages.push_back(message);
+        queue.wake_receiver();
         Push::Queued
     }
 
@@ -104,16 +122,19 @@ impl ChannelShared {
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn interrupt(&self) {
+        let queue = self.lock();
         if self.is_open() {
             self.interrupted.store(true, Ordering::Release);
-            self.readable.wake();
+            queue.wake_receiver();
         }
     }
 
     pub(crate) fn close(&self) {
+        let mut queue = self.lock();
         self.state.store(CLOSED, Ordering::Release);
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        self.readable.wake();
+        queue.messages.clear();
+        queue.wake_receiver();
+        drop(queue);
         self.lagging.notify_waiters();
     }
 
@@ -129,7 +150,7 @@ impl ChannelShared {
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.lock().messages.len()
     }
 }
 
@@ -169,33 +190,34 @@ impl ChannelReceiver {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, RecvError>> {
-        // Registered before looking, so a push after the look wakes this waker.
-        self.shared.readable.register(cx.waker());
+        let mut queue = self.shared.lock();
         match self.shared.state.load(Ordering::Acquire) {
             LAGGED => return Poll::Ready(Err(RecvError::Lagged)),
             CLOSED => return Poll::Ready(Err(RecvError::Closed)),
             _ => {}
         }
-        // Read before swapping: the flag is shared with the layer, and is almost never set.
-        if self.shared.interrupted.load(Ordering::Acquire)
-            && self.shared.interrupted.swap(false, Ordering::AcqRel)
-        {
+        if self.shared.interrupted.swap(false, Ordering::AcqRel) {
             return Poll::Ready(Err(RecvError::Interrupted));
         }
-        match self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
-            Some(message) => Poll::Ready(Ok(message)),
-            None => Poll::Pending,
+        if let Some(message) = queue.messages.pop_front() {
+            return Poll::Ready(Ok(message));
         }
+        // Kept under the lock: whatever changes the channel after this takes the lock and
+        // wakes this waker.
+        if !queue.receiver.as_ref().is_some_and(|kept| kept.will_wake(cx.waker())) {
+            queue.receiver = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Every message already queued, without waiting (empty when lagging or closed).
     pub fn drain_ready(&mut self, into: &mut Vec<Message>, max: usize) {
+        let mut queue = self.shared.lock();
         if !self.shared.is_open() {
             return;
         }
-        let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = queue.len().min(max);
-        into.extend(queue.drain(..n));
+        let n = queue.messages.len().min(max);
+        into.extend(queue.messages.drain(..n));
     }
 
     /// Resolves once the channel is lagging (or closed): lets a consumer that is busy writing

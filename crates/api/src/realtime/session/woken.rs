@@ -35,6 +35,9 @@ pub(super) struct PolledWhenWoken<T> {
     inner: T,
     signal: Arc<Signal>,
     waker: Waker,
+    /// The task waker last registered in `signal`, while `signal` still holds it (a wake-up
+    /// takes it): polls from that task then skip registering it again.
+    registered: Option<Waker>,
 }
 
 impl<T> PolledWhenWoken<T> {
@@ -42,7 +45,7 @@ impl<T> PolledWhenWoken<T> {
     pub(super) fn new(inner: T) -> Self {
         let signal = Arc::new(Signal { woken: AtomicBool::new(true), task: AtomicWaker::new() });
         let waker = Waker::from(signal.clone());
-        Self { inner, signal, waker }
+        Self { inner, signal, waker, registered: None }
     }
 
     /// Polls `inner` with `poll` if it woke since it was last pending.
@@ -51,9 +54,14 @@ impl<T> PolledWhenWoken<T> {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut T, &mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
-        // Registered on every poll, so a task that moved is still the one woken.
-        self.signal.task.register(cx.waker());
-        if !self.signal.woken.swap(false, Ordering::AcqRel) {
+        let woken = self.signal.woken.swap(false, Ordering::AcqRel);
+        // A wake-up took the task's waker; a task that moved has another one.
+        let kept = self.registered.as_ref().is_some_and(|task| task.will_wake(cx.waker()));
+        if woken || !kept {
+            self.signal.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        if !woken {
             return Poll::Pending;
         }
         let result = poll(&mut self.inner, &mut Context::from_waker(&self.waker));
@@ -137,11 +145,20 @@ mod tests {
         assert_eq!(source.poll_next_unpin(&mut cx), Poll::Ready(Some(7)));
         assert_eq!(source.poll_next_unpin(&mut cx), Poll::Pending);
         assert_eq!(polls.get(), 3, "polled again after a ready item, without a wake-up");
+
+        // The first wake-up took the task's waker: the second must still reach the task.
+        task_woken.woken.store(false, Ordering::Release);
+        ready.set(Some(8));
+        waker.borrow_mut().take().expect("the source kept a waker").wake();
+        assert!(task_woken.woken.load(Ordering::Acquire), "a second wake-up reached the task");
+        assert_eq!(source.poll_next_unpin(&mut cx), Poll::Ready(Some(8)));
+        assert_eq!(source.poll_next_unpin(&mut cx), Poll::Pending);
+        assert_eq!(polls.get(), 5);
         assert_eq!(
             source.poll_next_unpin(&mut Context::from_waker(noop_waker_ref())),
             Poll::Pending
         );
-        assert_eq!(polls.get(), 3);
+        assert_eq!(polls.get(), 5);
     }
 
     #[tokio::test(start_paused = true)]
