@@ -6,7 +6,7 @@
 //! The parts: [`connection`] (the response body the stream runs in), [`position`] (where the
 //! stream is in the event order), [`credentials`] (who it is and until when), [`replay`]
 //! (reading the outbox), [`subscriptions`] (groups), [`limits`] (message rate), [`close`] (how
-//! it ends).
+//! it ends), [`woken`] (sources polled only when they woke the session).
 
 mod close;
 mod connection;
