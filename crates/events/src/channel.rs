@@ -62,6 +62,14 @@ impl Queue {
             waker.wake_by_ref();
         }
     }
+
+    /// Wakes the receiver for the last time (it will not wait again) and lets go of its waker,
+    /// and with it of the receiving task.
+    fn release_receiver(&mut self) {
+        if let Some(waker) = self.receiver.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// The state shared by a channel's senders (the layer) and its receiver.
@@ -106,7 +114,7 @@ impl ChannelShared {
         if queue.messages.len() >= self.capacity {
             self.state.store(LAGGED, Ordering::Release);
             queue.messages = VecDeque::new();
-            queue.wake_receiver();
+            queue.release_receiver();
             drop(queue);
             self.lagging.notify_waiters();
             return Push::Overflowed;
@@ -133,7 +141,7 @@ impl ChannelShared {
         let mut queue = self.lock();
         self.state.store(CLOSED, Ordering::Release);
         queue.messages.clear();
-        queue.wake_receiver();
+        queue.release_receiver();
         drop(queue);
         self.lagging.notify_waiters();
     }
@@ -251,5 +259,74 @@ impl Drop for ChannelReceiver {
         if let Some(owner) = self.owner.upgrade() {
             owner.release(&self.shared);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A receiving task that counts its wake-ups.
+    #[derive(Default)]
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    struct NoOwner;
+
+    impl ChannelOwner for NoOwner {
+        fn release(&self, _: &ChannelShared) {}
+    }
+
+    fn channel(capacity: usize) -> (Arc<ChannelShared>, ChannelReceiver) {
+        let shared = ChannelShared::new(ChannelName::local("t", 1), capacity);
+        let owner = Weak::<NoOwner>::new() as Weak<dyn ChannelOwner>;
+        (shared.clone(), ChannelReceiver::new(shared, owner))
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_by_each_push_and_let_go_once_it_can_wait_no_more() {
+        let (shared, mut receiver) = channel(2);
+        let task = Arc::new(Task::default());
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&task), 3, "the channel keeps the task's waker");
+
+        for message in [&b"a"[..], b"b"] {
+            assert_eq!(shared.push(Message::copy_from_slice(message)), Push::Queued);
+        }
+        assert_eq!(task.0.load(Ordering::Relaxed), 2, "each push woke the receiver");
+        for message in [&b"a"[..], b"b"] {
+            assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(Message::from(message))));
+        }
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&task), 3, "waiting again kept the same waker");
+
+        for _ in 0..3 {
+            shared.push(Message::from_static(b"x"));
+        }
+        assert_eq!(task.0.load(Ordering::Relaxed), 5, "the overflow woke it too");
+        assert_eq!(Arc::strong_count(&task), 2, "a lagging channel lets go of the task");
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Err(RecvError::Lagged)));
+        assert_eq!(Arc::strong_count(&task), 2);
+
+        let (shared, mut receiver) = channel(2);
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+        shared.close();
+        assert_eq!(task.0.load(Ordering::Relaxed), 6, "closing woke it");
+        assert_eq!(Arc::strong_count(&task), 2, "a closed channel lets go of the task");
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Err(RecvError::Closed)));
     }
 }
