@@ -37,6 +37,122 @@ impl Factory for Memory {
     }
 }
 
+/// The in-memory layer, with every send made from a thread of its own and received on the
+/// test's single-threaded runtime: the way the server's publisher reaches streams on actix-web's
+/// workers, where every delivery wakes a task on another thread.
+struct MemorySentFromAnotherThread;
+impl Factory for MemorySentFromAnotherThread {
+    fn cluster(config: LayerConfig) -> Option<Opener> {
+        // One process only: every "open" returns the same layer.
+        let layer: Arc<dyn ChannelLayer> = Arc::new(SentFromAnotherThread {
+            layer: Arc::new(InMemoryChannelLayer::new(config)),
+            sender: SenderThread::start(),
+        });
+        Some(Box::new(move || {
+            let layer = layer.clone();
+            Box::pin(async move { layer })
+        }))
+    }
+}
+
+/// A runtime on a thread of its own, to send from.
+struct SenderThread(Option<tokio::runtime::Runtime>);
+
+impl SenderThread {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime to send from");
+        Self(Some(runtime))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let runtime = self.0.as_ref().expect("running");
+        runtime.spawn(work).await.expect("the send completed")
+    }
+}
+
+impl Drop for SenderThread {
+    fn drop(&mut self) {
+        // Dropped inside the test's runtime, where waiting for another runtime is not allowed.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct SentFromAnotherThread {
+    layer: Arc<InMemoryChannelLayer>,
+    sender: SenderThread,
+}
+
+#[async_trait::async_trait]
+impl ChannelLayer for SentFromAnotherThread {
+    async fn new_channel(&self) -> Result<newspaper_events::ChannelReceiver, LayerError> {
+        self.layer.new_channel().await
+    }
+
+    async fn send(
+        &self,
+        channel: &newspaper_events::ChannelName,
+        message: Bytes,
+    ) -> Result<(), LayerError> {
+        let (layer, channel) = (self.layer.clone(), channel.clone());
+        self.sender.run(async move { layer.send(&channel, message).await }).await
+    }
+
+    async fn group_add(
+        &self,
+        group: &GroupName,
+        channel: &newspaper_events::ChannelName,
+    ) -> Result<(), LayerError> {
+        self.layer.group_add(group, channel).await
+    }
+
+    async fn group_discard(
+        &self,
+        group: &GroupName,
+        channel: &newspaper_events::ChannelName,
+    ) -> Result<(), LayerError> {
+        self.layer.group_discard(group, channel).await
+    }
+
+    async fn group_send(&self, group: &GroupName, message: Bytes) -> Result<(), LayerError> {
+        let (layer, group) = (self.layer.clone(), group.clone());
+        self.sender.run(async move { layer.group_send(&group, message).await }).await
+    }
+
+    fn broadcast_local(&self, group: &GroupName, message: Bytes) {
+        let (layer, group) = (self.layer.clone(), group.clone());
+        let runtime = self.sender.0.as_ref().expect("running");
+        // Synchronous by contract: made on the other thread, and waited for here.
+        std::thread::scope(|scope| {
+            scope.spawn(|| runtime.block_on(async move { layer.broadcast_local(&group, message) }));
+        });
+    }
+
+    async fn group_size(&self, group: &GroupName) -> Result<usize, LayerError> {
+        self.layer.group_size(group).await
+    }
+
+    fn local_groups(&self) -> Vec<(GroupName, usize)> {
+        self.layer.local_groups()
+    }
+
+    fn config(&self) -> &LayerConfig {
+        self.layer.config()
+    }
+
+    async fn close(&self) {
+        self.layer.close().await;
+    }
+}
+
 struct Redis;
 impl Factory for Redis {
     fn cluster(config: LayerConfig) -> Option<Opener> {
@@ -309,10 +425,10 @@ async fn concurrent_churn_keeps_per_sender_order<F: Factory>() {
 }
 
 macro_rules! suite {
-    ($module:ident, $factory:ty) => {
+    ($module:ident, $factory:ty, $runtime:tt) => {
         mod $module {
             use super::*;
-            suite!(@tests $factory,
+            suite!(@tests $factory, $runtime,
                 channels_deliver_in_order,
                 group_send_reaches_members_only,
                 a_member_hears_what_is_sent_right_after_it_joined,
@@ -327,9 +443,9 @@ macro_rules! suite {
                 concurrent_churn_keeps_per_sender_order);
         }
     };
-    (@tests $factory:ty, $($name:ident),*) => {
+    (@tests $factory:ty, $runtime:tt, $($name:ident),*) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[tokio::test $runtime]
             async fn $name() {
                 super::$name::<$factory>().await;
             }
@@ -337,5 +453,6 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, Memory);
-suite!(redis, Redis);
+suite!(memory, Memory, (flavor = "multi_thread", worker_threads = 2));
+suite!(memory_sent_from_another_thread, MemorySentFromAnotherThread, (flavor = "current_thread"));
+suite!(redis, Redis, (flavor = "multi_thread", worker_threads = 2));
