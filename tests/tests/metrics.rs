@@ -96,19 +96,25 @@ app_tests! {
         assert_eq!(late.close_code().await.0, 1009);
         reader.close().await;
         author.close().await;
+        // A client whose connection ends without a close frame is `gone`: there is no one to
+        // send a close frame to, and it broke no protocol rule (1002).
+        drop(app.ws("").await);
         // A stream's end is counted in several metrics, one after the other, and a scrape reads
         // them one after the other too: wait for a scrape that saw every stream's whole end.
         let feed = [("group", "blog_feed")];
         let scrape = app
             .metrics_until("every stream closed", |s| {
                 s.count("newspaper_ws_streams", &[]) == 0.0
-                    && s.total("newspaper_ws_streams_closed_total") == 3.0
+                    && s.total("newspaper_ws_streams_closed_total") == 4.0
                     && s.count("newspaper_ws_group_leaves_total", &feed)
                         == s.count("newspaper_ws_group_joins_total", &feed)
             })
             .await;
         assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "1009")]), 1.0);
-        assert_eq!(scrape.count("newspaper_ws_group_joins_total", &feed), 3.0);
+        assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "1000")]), 2.0);
+        assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "gone")]), 1.0);
+        assert_eq!(scrape.count("newspaper_ws_streams_closed_total", &[("code", "1002")]), 0.0);
+        assert_eq!(scrape.count("newspaper_ws_group_joins_total", &feed), 4.0);
     }
 
     async fn the_dispatcher_writer_pool_and_process_are_visible(app) {

@@ -1,6 +1,7 @@
 //! How a stream ends, and the close code each ending gets (docs/websocket.md has the table).
 
-use actix_ws::{CloseCode, ProtocolError};
+use actix_http::error::PayloadError;
+use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use newspaper_domain::Seq;
 use newspaper_events::ChannelReceiver;
 
@@ -25,6 +26,11 @@ pub(super) enum Exit {
 impl Exit {
     pub(super) fn close(code: CloseCode, reason: impl Into<String>) -> Self {
         Exit::Close(code, reason.into())
+    }
+
+    /// The client closed: answer with its code (RFC 6455 §5.5.1).
+    pub(super) fn closed_by_client(reason: Option<CloseReason>) -> Self {
+        Exit::close(reason.map_or(CloseCode::Normal, |r| r.code), "")
     }
 
     pub(super) fn shutdown() -> Self {
@@ -53,9 +59,12 @@ impl Exit {
     }
 
     /// The close for a frame the client should not have sent (RFC 6455 §7.4.1): too big is
-    /// 1009, text that is not UTF-8 is 1007, anything else breaks the protocol (1002).
+    /// 1009, text that is not UTF-8 is 1007, anything else breaks the protocol (1002). A
+    /// connection that ended under the stream is no frame at all: the client is gone (1006),
+    /// and nothing is sent.
     pub(super) fn bad_frame(err: &ProtocolError, max_message_bytes: usize) -> Self {
         match err {
+            ProtocolError::Io(io) if connection_ended(io) => Exit::Gone,
             ProtocolError::Overflow => too_big(max_message_bytes),
             ProtocolError::Io(io) if io.to_string() == CONTINUATION_TOO_LARGE => {
                 too_big(max_message_bytes)
@@ -66,6 +75,14 @@ impl Exit {
             other => Exit::close(CloseCode::Protocol, other.to_string()),
         }
     }
+}
+
+/// Whether the client's bytes stopped because the connection ended (closed or reset without a
+/// close frame): the HTTP/1 dispatcher then ends the request's payload as incomplete.
+fn connection_ended(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<PayloadError>())
+        .is_some_and(|payload| matches!(payload, PayloadError::Incomplete(_) | PayloadError::Io(_)))
 }
 
 fn too_big(max_message_bytes: usize) -> Exit {

@@ -102,6 +102,17 @@ async fn serve(mut session: FeedSession, start: Start, stream: AggregatedMessage
     }
 }
 
+/// How a client whose connection ended left: with the close frame it sent last, if one was read
+/// with its last bytes (the stream reports the end first), or without a word.
+async fn farewell(stream: &mut PolledWhenWoken<AggregatedMessageStream>) -> Exit {
+    while let Some(frame) = stream.next().await {
+        if let Ok(AggregatedMessage::Close(reason)) = frame {
+            return Exit::closed_by_client(reason);
+        }
+    }
+    Exit::Gone
+}
+
 /// Counts the end and says goodbye with the exit's close code.
 fn finish(state: &AppState, exit: Exit, out: &Outgoing) {
     state.realtime.nudge_presence();
@@ -355,7 +366,12 @@ impl FeedSession {
                         self.last_heard = Instant::now();
                         Box::pin(self.on_client_message(message)).await
                     }
-                    Some(Err(err)) => Err(Exit::bad_frame(&err, settings.max_message_bytes)),
+                    Some(Err(err)) => match Exit::bad_frame(&err, settings.max_message_bytes) {
+                        // A close frame that came with the connection's last bytes still says
+                        // how the client left.
+                        Exit::Gone => Err(farewell(stream).await),
+                        exit => Err(exit),
+                    },
                 },
                 // Before the queue: no event reaches a stream whose token has expired.
                 () = credentials::expiry(&mut self.credentials) => Err(Exit::token_expired()),
@@ -400,10 +416,7 @@ impl FeedSession {
                 guarded(self.out.pong(&payload), &self.receiver, resume).await
             }
             AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(reason) => {
-                let code = reason.map_or(CloseCode::Normal, |r| r.code);
-                Err(Exit::close(code, ""))
-            }
+            AggregatedMessage::Close(reason) => Err(Exit::closed_by_client(reason)),
         }
     }
 
