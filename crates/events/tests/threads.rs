@@ -4,14 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use newspaper_events::{
-    ChannelLayer, ChannelReceiver, GroupName, InMemoryChannelLayer, LayerConfig,
+    ChannelLayer, ChannelReceiver, GroupName, InMemoryChannelLayer, LayerConfig, RecvError,
 };
-use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -20,7 +21,17 @@ fn single_threaded() -> tokio::runtime::Runtime {
 }
 
 async fn recv(rx: &mut ChannelReceiver) -> Bytes {
-    timeout(WAIT, rx.recv()).await.expect("timed out waiting for a message").expect("recv failed")
+    woken(rx.recv()).await
+}
+
+/// Waits for a message, failing if none comes; unlike `timeout`, which polls the inner future
+/// once more when its deadline passes, this never lets a receiver that was not woken pass.
+async fn woken<F: Future<Output = Result<Bytes, RecvError>>>(receiving: F) -> Bytes {
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep(WAIT) => panic!("the receiver was never woken"),
+        message = receiving => message.expect("recv failed"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,12 +58,25 @@ async fn threads_each_receive_every_event_in_order_with_direct_sends_in_between(
                         names.send(rx.name().clone()).unwrap();
                         channels.push(rx);
                     }
-                    ready.send(()).unwrap();
+                    // Waiting before anything is sent, so the first message must wake this
+                    // thread from the sender's.
+                    let first = {
+                        let mut receiving = Box::pin(channels[0].recv());
+                        let waiting =
+                            poll_fn(|cx| Poll::Ready(receiving.as_mut().poll(cx).is_pending()))
+                                .await;
+                        assert!(waiting, "nothing was sent yet");
+                        ready.send(()).unwrap();
+                        woken(receiving).await
+                    };
                     let mut seen = Vec::new();
-                    for rx in &mut channels {
+                    for (n, rx) in channels.iter_mut().enumerate() {
                         let mut got = Vec::new();
+                        if n == 0 {
+                            got.push(first.clone());
+                        }
                         // Each event to the group, and after every tenth one a direct send.
-                        for _ in 0..EVENTS + EVENTS / 10 {
+                        while got.len() < (EVENTS + EVENTS / 10) as usize {
                             got.push(recv(rx).await);
                         }
                         seen.push(got);
@@ -62,8 +86,10 @@ async fn threads_each_receive_every_event_in_order_with_direct_sends_in_between(
             })
         })
         .collect();
+    // A receiving thread that fails before it is ready then fails the wait below too.
+    drop((ready_tx, names_tx));
     for _ in 0..3 {
-        ready_rx.recv().unwrap();
+        ready_rx.recv().expect("every receiving thread waiting");
     }
     let names: Vec<_> = names_rx.try_iter().collect();
     assert_eq!(names.len(), 12);
