@@ -179,6 +179,20 @@ pub struct Config {
     /// Log lines as text, or as one JSON object per line.
     #[arg(long, env = "NEWSPAPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// How Linux schedules the server's threads (docs/operations.md, "CPU scheduling").
+    #[arg(long, env = "NEWSPAPER_SCHEDULING", value_enum, default_value_t = Scheduling::Batch, global = true)]
+    pub scheduling: Scheduling,
+}
+
+/// The scheduling policy of the server's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheduling {
+    /// `SCHED_BATCH`: a thread woken by a socket waits for the running thread's time slice
+    /// instead of preempting it, so bursts of wake-ups (many clients leaving at once) are
+    /// handled in batches and other processes on the cores are not switched out for each.
+    Batch,
+    /// The kernel's default (`SCHED_OTHER`), or whatever the process was started with.
+    Normal,
 }
 
 /// How log lines are written to stderr.

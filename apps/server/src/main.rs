@@ -2,6 +2,7 @@
 //! creates a user.
 
 mod cli;
+mod scheduling;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ fn main() -> ExitCode {
                 .init();
         }
     }
+    // Before the runtime starts any thread, so that every thread inherits it.
+    scheduling::apply(cli.config.scheduling);
     let settings = match cli.config.settings() {
         Ok(settings) => settings,
         Err(problem) => {

@@ -111,13 +111,53 @@ async fn metrics_bind_serves_metrics_on_a_private_address_only() {
 }
 
 #[test]
-fn an_unknown_log_format_is_refused() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_newspaper"))
-        .env_clear()
-        .env("NEWSPAPER_LOG_FORMAT", "xml")
-        .args(["--debug", "migrate"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("text, json"));
+fn an_unknown_log_format_or_scheduling_policy_is_refused() {
+    for (variable, value, choices) in [
+        ("NEWSPAPER_LOG_FORMAT", "xml", "text, json"),
+        ("NEWSPAPER_SCHEDULING", "fifo", "batch, normal"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_newspaper"))
+            .env_clear()
+            .env(variable, value)
+            .args(["--debug", "migrate"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{variable}={value}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(choices), "{variable}={value}");
+    }
+}
+
+/// Every thread of the server runs with the scheduling policy it was given: `SCHED_BATCH` (3)
+/// by default, the kernel's default (0) with `NEWSPAPER_SCHEDULING=normal`.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn every_thread_runs_with_the_scheduling_policy_the_server_was_given() {
+    for (setting, policy) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra: Vec<_> =
+            setting.map(|s| ("NEWSPAPER_SCHEDULING", s.to_owned())).into_iter().collect();
+        let server = start(dir.path(), "text", &extra);
+        // Served by a worker, read from the database: those threads exist by now.
+        let res = reqwest::get(format!("{}/api/posts/", server.url())).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let threads = thread_policies(server.pid());
+        assert!(threads.len() >= 4, "{threads:?}");
+        assert!(threads.iter().all(|(_, p)| *p == policy), "{setting:?}: {threads:?}");
+    }
+}
+
+/// (name, scheduling policy) of each thread of `pid`: field 41 of its `stat`, counted from the
+/// last ')' because the name may hold spaces.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| {
+            // A thread that ended since the listing has no stat to read.
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            let (head, fields) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            Some((name, fields.split_whitespace().nth(38)?.parse().ok()?))
+        })
+        .collect()
 }
