@@ -45,10 +45,40 @@ pub(crate) enum Push {
     Refused,
 }
 
+/// Messages waiting for the receiver. The oldest is kept inline: a receiver that keeps up
+/// holds one message at a time, and a delivery to thousands of channels then touches no
+/// separately allocated buffer per channel (and a channel costs none while it is idle).
+#[derive(Default)]
+struct Pending {
+    oldest: Option<Message>,
+    /// The rest, in order; empty whenever `oldest` is.
+    rest: VecDeque<Message>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        usize::from(self.oldest.is_some()) + self.rest.len()
+    }
+
+    fn push_back(&mut self, message: Message) {
+        if self.oldest.is_none() {
+            self.oldest = Some(message);
+        } else {
+            self.rest.push_back(message);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Message> {
+        let message = self.oldest.take()?;
+        self.oldest = self.rest.pop_front();
+        Some(message)
+    }
+}
+
 /// What a channel's lock guards.
 #[derive(Default)]
 struct Queue {
-    messages: VecDeque<Message>,
+    messages: Pending,
     /// The receiver's waker, woken for a message or a state change. It is woken by reference
     /// and kept until the receiver waits from another task: a delivery to thousands of
     /// channels then takes the one lock each already needs, and neither takes nor clones a
@@ -113,7 +143,7 @@ impl ChannelShared {
         let mut queue = self.lock();
         if queue.messages.len() >= self.capacity {
             self.state.store(LAGGED, Ordering::Release);
-            queue.messages = VecDeque::new();
+            queue.messages = Pending::default();
             queue.release_receiver();
             drop(queue);
             self.lagging.notify_waiters();
@@ -140,7 +170,7 @@ impl ChannelShared {
     pub(crate) fn close(&self) {
         let mut queue = self.lock();
         self.state.store(CLOSED, Ordering::Release);
-        queue.messages.clear();
+        queue.messages = Pending::default();
         queue.release_receiver();
         drop(queue);
         self.lagging.notify_waiters();
@@ -224,8 +254,10 @@ impl ChannelReceiver {
         if !self.shared.is_open() {
             return;
         }
-        let n = queue.messages.len().min(max);
-        into.extend(queue.messages.drain(..n));
+        for _ in 0..max {
+            let Some(message) = queue.messages.pop_front() else { break };
+            into.push(message);
+        }
     }
 
     /// Resolves once the channel is lagging (or closed): lets a consumer that is busy writing
@@ -293,6 +325,40 @@ mod tests {
         let shared = ChannelShared::new(ChannelName::local("t", 1), capacity);
         let owner = Weak::<NoOwner>::new() as Weak<dyn ChannelOwner>;
         (shared.clone(), ChannelReceiver::new(shared, owner))
+    }
+
+    #[test]
+    fn messages_come_out_in_the_order_they_were_pushed_however_pushes_and_receives_interleave() {
+        let (shared, mut receiver) = channel(8);
+        let task = Arc::new(Task::default());
+        let waker = Waker::from(task);
+        let mut cx = Context::from_waker(&waker);
+        let mut received = Vec::new();
+        let mut next = 0u8;
+        // Pushes and receives in runs of 1 to 3, so the inline slot is empty, full and
+        // refilled from the rest in every combination.
+        for (pushes, receives) in [(1, 1), (2, 1), (3, 2), (1, 3), (2, 2), (3, 1), (0, 3)] {
+            for _ in 0..pushes {
+                assert_eq!(shared.push(Message::copy_from_slice(&[next])), Push::Queued);
+                next += 1;
+            }
+            for _ in 0..receives {
+                if let Poll::Ready(Ok(message)) = receiver.poll_recv(&mut cx) {
+                    received.push(message[0]);
+                }
+            }
+            assert_eq!(shared.queued(), usize::from(next) - received.len());
+        }
+        assert_eq!(received, (0..next).collect::<Vec<_>>());
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+
+        for n in 0..3 {
+            shared.push(Message::copy_from_slice(&[n]));
+        }
+        let mut drained = Vec::new();
+        receiver.drain_ready(&mut drained, 2);
+        assert_eq!(drained, [&[0u8][..], &[1]]);
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(Message::from(&[2u8][..]))));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::channel::{ChannelOwner, ChannelShared, Push};
@@ -24,14 +24,58 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[derive(Clone)]
 struct Member {
     channel: Arc<ChannelShared>,
     renewed: Instant,
 }
 
+/// A group's members. A fan-out takes the list and lets go of the lock before it pushes, so a
+/// stream that joins or leaves meanwhile never waits for thousands of pushes (its whole worker
+/// thread would); the list is changed in place when no fan-out holds it, and copied when one does.
+#[derive(Default)]
+struct Members {
+    /// Where each member is in `list`.
+    index: HashMap<ChannelName, usize>,
+    list: Arc<Vec<Member>>,
+}
+
+impl Members {
+    /// Adds a member or renews it; says whether it is new.
+    fn insert(&mut self, channel: Arc<ChannelShared>, renewed: Instant) -> bool {
+        let list = Arc::make_mut(&mut self.list);
+        if let Some(&at) = self.index.get(&channel.name) {
+            list[at].renewed = renewed;
+            return false;
+        }
+        self.index.insert(channel.name.clone(), list.len());
+        list.push(Member { channel, renewed });
+        true
+    }
+
+    /// Removes a member unless `keep` says otherwise (it may have been renewed since a fan-out
+    /// found it expired).
+    fn remove_unless(&mut self, name: &ChannelName, keep: impl Fn(&Member) -> bool) {
+        let Some(&at) = self.index.get(name) else { return };
+        if keep(&self.list[at]) {
+            return;
+        }
+        self.index.remove(name);
+        let list = Arc::make_mut(&mut self.list);
+        list.swap_remove(at);
+        if let Some(moved) = list.get(at) {
+            self.index.insert(moved.channel.name.clone(), at);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
 #[derive(Default)]
 struct Group {
-    members: RwLock<HashMap<ChannelName, Member>>,
+    members: Mutex<Members>,
     /// No member was renewed before this ([`Hub::clock`]): until that is longer ago than the
     /// expiry no membership can have expired, and the group's size is its number of members,
     /// without a walk over them all (which, for every stream that joins, made joining
@@ -145,11 +189,8 @@ impl Hub {
                 group.renewed_since(self.clock(Instant::now()));
                 Arc::new(group)
             });
-            let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
-            let first = members.is_empty();
-            members
-                .insert(name.clone(), Member { channel: channel.clone(), renewed: Instant::now() });
-            first
+            let mut members = lock(&entry.members);
+            members.insert(channel.clone(), Instant::now()) && members.len() == 1
         };
         channel.join(group);
         if first {
@@ -162,20 +203,25 @@ impl Hub {
         if let Some(channel) = self.channel(name) {
             channel.leave(group);
         }
-        self.remove_members(group, std::slice::from_ref(name));
+        self.remove_members(group, std::slice::from_ref(name), |_| false);
     }
 
-    /// Removes members and drops the group once it has none; holds the group's shard lock so
-    /// a concurrent `add` cannot join a group that is being removed.
-    fn remove_members(&self, group: &GroupName, names: &[ChannelName]) {
+    /// Removes members (but those `keep` keeps) and drops the group once it has none; holds the
+    /// group's shard lock so a concurrent `add` cannot join a group that is being removed.
+    fn remove_members(
+        &self,
+        group: &GroupName,
+        names: &[ChannelName],
+        keep: impl Fn(&Member) -> bool,
+    ) {
         let emptied = {
             let mut groups = lock(&self.groups[shard_of(group, GROUP_SHARDS)]);
             let Some(entry) = groups.get(group) else { return };
-            let mut members = entry.members.write().unwrap_or_else(PoisonError::into_inner);
+            let mut members = lock(&entry.members);
             for name in names {
-                members.remove(name);
+                members.remove_unless(name, &keep);
             }
-            let empty = members.is_empty();
+            let empty = members.len() == 0;
             drop(members);
             if empty {
                 groups.remove(group);
@@ -191,36 +237,41 @@ impl Hub {
         lock(&self.groups[shard_of(group, GROUP_SHARDS)]).get(group).cloned()
     }
 
-    /// Offers the message to every live local member. Holds only this group's read lock, and
-    /// each push is a non-blocking queue append, so one slow member cannot delay the others.
+    /// Offers the message to every live local member. Holds no lock while it pushes (see
+    /// [`Members`]), and each push is a non-blocking queue append, so one slow member cannot
+    /// delay the others.
     pub(crate) fn fan_out(&self, group: &GroupName, message: &Message) -> FanOut {
         let Some(entry) = self.group(group) else { return FanOut::default() };
+        let members = Arc::clone(&lock(&entry.members).list);
         let now = Instant::now();
         let mut stale = Vec::new();
         let mut result = FanOut::default();
         let mut oldest = now;
-        {
-            let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
-            for (name, member) in members.iter() {
-                if now.duration_since(member.renewed) > self.config.group_expiry {
+        for member in members.iter() {
+            let name = &member.channel.name;
+            if now.duration_since(member.renewed) > self.config.group_expiry {
+                stale.push(name.clone());
+                continue;
+            }
+            match member.channel.push(message.clone()) {
+                Push::Queued => {
+                    result.delivered += 1;
+                    oldest = oldest.min(member.renewed);
+                }
+                Push::Overflowed => {
+                    result.lagged += 1;
                     stale.push(name.clone());
-                    continue;
                 }
-                match member.channel.push(message.clone()) {
-                    Push::Queued => {
-                        result.delivered += 1;
-                        oldest = oldest.min(member.renewed);
-                    }
-                    Push::Overflowed => {
-                        result.lagged += 1;
-                        stale.push(name.clone());
-                    }
-                    Push::Refused => stale.push(name.clone()),
-                }
+                Push::Refused => stale.push(name.clone()),
             }
         }
+        drop(members);
         if !stale.is_empty() {
-            self.remove_members(group, &stale);
+            // Kept if renewed since it was found expired; a channel that refused stays closed.
+            let expiry = self.config.group_expiry;
+            self.remove_members(group, &stale, |member| {
+                member.channel.is_open() && now.saturating_duration_since(member.renewed) <= expiry
+            });
         }
         // Members that joined meanwhile were renewed later still.
         entry.renewed_since(self.clock(oldest));
@@ -232,7 +283,7 @@ impl Hub {
     pub(crate) fn local_size(&self, group: &GroupName) -> usize {
         let Some(entry) = self.group(group) else { return 0 };
         let now = Instant::now();
-        let members = entry.members.read().unwrap_or_else(PoisonError::into_inner);
+        let members = lock(&entry.members);
         let since = entry.renewed_since.load(Ordering::Acquire);
         let unexpired = Duration::from_nanos(self.clock(now).saturating_sub(since));
         if unexpired <= self.config.group_expiry {
@@ -240,7 +291,8 @@ impl Hub {
         }
         let mut oldest = now;
         let live = members
-            .values()
+            .list
+            .iter()
             .inspect(|m| oldest = oldest.min(m.renewed))
             .filter(|m| {
                 m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry
@@ -292,7 +344,7 @@ impl Hub {
         if let Some(channel) = self.channel(name) {
             let groups = std::mem::take(&mut *lock(&channel.groups));
             for group in groups {
-                self.remove_members(&group, std::slice::from_ref(name));
+                self.remove_members(&group, std::slice::from_ref(name), |_| false);
             }
         }
     }
@@ -309,7 +361,7 @@ impl ChannelOwner for Hub {
         lock(&self.channels[shard_of(&channel.name, CHANNEL_SHARDS)]).remove(&channel.name);
         let groups = std::mem::take(&mut *lock(&channel.groups));
         for group in groups {
-            self.remove_members(&group, std::slice::from_ref(&channel.name));
+            self.remove_members(&group, std::slice::from_ref(&channel.name), |_| false);
         }
     }
 }
@@ -319,6 +371,75 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A receiving task whose wake-up has another thread join and leave the group, and waits
+    /// (up to a bound) for it to finish: what a worker thread that accepts or drops a stream
+    /// while a fan-out runs would go through.
+    struct JoinAndLeaveOnWake {
+        hub: Arc<Hub>,
+        group: GroupName,
+        joining: ChannelName,
+        leaving: ChannelName,
+        finished: Mutex<Option<bool>>,
+    }
+
+    impl std::task::Wake for JoinAndLeaveOnWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            if lock(&self.finished).is_some() {
+                return;
+            }
+            let (done, finished) = std::sync::mpsc::channel();
+            let this = Arc::clone(self);
+            std::thread::spawn(move || {
+                this.hub.add(&this.group, &this.joining).unwrap();
+                this.hub.discard(&this.group, &this.leaving);
+                let _ = done.send(());
+            });
+            // Only a join that waits for the fan-out to end (a deadlock, here) takes this long.
+            let joined = finished.recv_timeout(Duration::from_secs(20)).is_ok();
+            *lock(&self.finished) = Some(joined);
+        }
+    }
+
+    #[test]
+    fn streams_join_and_leave_a_group_while_a_fan_out_to_it_is_pushing() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let hub = Hub::new(LayerConfig::default(), "t".into(), None);
+        let g = GroupName::new("g").unwrap();
+        let (mut woken, leaving, joining) =
+            (hub.new_channel(), hub.new_channel(), hub.new_channel());
+        hub.add(&g, woken.name()).unwrap();
+        hub.add(&g, leaving.name()).unwrap();
+        let task = Arc::new(JoinAndLeaveOnWake {
+            hub: hub.clone(),
+            group: g.clone(),
+            joining: joining.name().clone(),
+            leaving: leaving.name().clone(),
+            finished: Mutex::new(None),
+        });
+        let waker = Waker::from(task.clone());
+        assert!(
+            Box::pin(woken.recv()).as_mut().poll(&mut Context::from_waker(&waker)).is_pending()
+        );
+
+        let sent = hub.fan_out(&g, &Message::from_static(b"x"));
+        assert_eq!(
+            *lock(&task.finished),
+            Some(true),
+            "the join and the leave waited for the fan-out"
+        );
+        assert_eq!(sent.delivered, 2, "the fan-out reached the members it started with");
+        assert_eq!(hub.local_size(&g), 2);
+        assert_eq!(hub.fan_out(&g, &Message::from_static(b"y")).delivered, 2);
+        drop(joining);
+        assert_eq!(hub.local_size(&g), 1);
+    }
 
     #[test]
     fn a_group_counts_its_members_and_stops_counting_expired_ones() {
