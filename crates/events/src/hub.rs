@@ -372,73 +372,87 @@ mod tests {
 
     use super::*;
 
-    /// A receiving task whose wake-up has another thread join and leave the group, and waits
-    /// (up to a bound) for it to finish: what a worker thread that accepts or drops a stream
-    /// while a fan-out runs would go through.
-    struct JoinAndLeaveOnWake {
-        hub: Arc<Hub>,
-        group: GroupName,
-        joining: ChannelName,
-        leaving: ChannelName,
-        finished: Mutex<Option<bool>>,
+    /// A receiving task that runs `then` when it is first woken, from inside the push.
+    struct OnWake(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+    impl OnWake {
+        /// Registers the task with `receiver`, as a receiver waiting for its next message does.
+        fn waiting_on(receiver: &mut ChannelReceiver, then: impl FnOnce() + Send + 'static) {
+            use std::future::Future;
+            use std::task::{Context, Waker};
+
+            let waker = Waker::from(Arc::new(OnWake(Mutex::new(Some(Box::new(then))))));
+            let mut recv = Box::pin(receiver.recv());
+            assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        }
     }
 
-    impl std::task::Wake for JoinAndLeaveOnWake {
+    impl std::task::Wake for OnWake {
         fn wake(self: Arc<Self>) {
             self.wake_by_ref();
         }
 
         fn wake_by_ref(self: &Arc<Self>) {
-            if lock(&self.finished).is_some() {
-                return;
+            let then = lock(&self.0).take();
+            if let Some(then) = then {
+                then();
             }
-            let (done, finished) = std::sync::mpsc::channel();
-            let this = Arc::clone(self);
-            std::thread::spawn(move || {
-                this.hub.add(&this.group, &this.joining).unwrap();
-                this.hub.discard(&this.group, &this.leaving);
-                let _ = done.send(());
-            });
-            // Only a join that waits for the fan-out to end (a deadlock, here) takes this long.
-            let joined = finished.recv_timeout(Duration::from_secs(20)).is_ok();
-            *lock(&self.finished) = Some(joined);
         }
     }
 
     #[test]
     fn streams_join_and_leave_a_group_while_a_fan_out_to_it_is_pushing() {
-        use std::future::Future;
-        use std::task::{Context, Waker};
-
         let hub = Hub::new(LayerConfig::default(), "t".into(), None);
         let g = GroupName::new("g").unwrap();
         let (mut woken, leaving, joining) =
             (hub.new_channel(), hub.new_channel(), hub.new_channel());
         hub.add(&g, woken.name()).unwrap();
         hub.add(&g, leaving.name()).unwrap();
-        let task = Arc::new(JoinAndLeaveOnWake {
-            hub: hub.clone(),
-            group: g.clone(),
-            joining: joining.name().clone(),
-            leaving: leaving.name().clone(),
-            finished: Mutex::new(None),
+        // The woken task has another thread join and leave the group and waits for it, as a
+        // worker thread accepting or dropping a stream while the fan-out runs would.
+        let finished = Arc::new(Mutex::new(None));
+        let (hub2, g2, finished2) = (hub.clone(), g.clone(), finished.clone());
+        let (joining_name, leaving_name) = (joining.name().clone(), leaving.name().clone());
+        OnWake::waiting_on(&mut woken, move || {
+            let (done, joined) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                hub2.add(&g2, &joining_name).unwrap();
+                hub2.discard(&g2, &leaving_name);
+                let _ = done.send(());
+            });
+            // Only a join that waits for the fan-out to end (a deadlock, here) takes this long.
+            *lock(&finished2) = Some(joined.recv_timeout(Duration::from_secs(20)).is_ok());
         });
-        let waker = Waker::from(task.clone());
-        assert!(
-            Box::pin(woken.recv()).as_mut().poll(&mut Context::from_waker(&waker)).is_pending()
-        );
 
         let sent = hub.fan_out(&g, &Message::from_static(b"x"));
-        assert_eq!(
-            *lock(&task.finished),
-            Some(true),
-            "the join and the leave waited for the fan-out"
-        );
+        assert_eq!(*lock(&finished), Some(true), "the join and the leave waited for the fan-out");
         assert_eq!(sent.delivered, 2, "the fan-out reached the members it started with");
         assert_eq!(hub.local_size(&g), 2);
         assert_eq!(hub.fan_out(&g, &Message::from_static(b"y")).delivered, 2);
         drop(joining);
         assert_eq!(hub.local_size(&g), 1);
+    }
+
+    #[test]
+    fn a_membership_renewed_during_the_fan_out_that_found_it_expired_is_kept() {
+        // Long enough that `first`, renewed just before the fan-out, is not expired in it.
+        let expiry = Duration::from_millis(500);
+        let config = LayerConfig { group_expiry: expiry, ..LayerConfig::default() };
+        let hub = Hub::new(config, "t".into(), None);
+        let g = GroupName::new("g").unwrap();
+        let (mut first, renewed) = (hub.new_channel(), hub.new_channel());
+        hub.add(&g, first.name()).unwrap();
+        hub.add(&g, renewed.name()).unwrap();
+        // Expiry is about time passing: nothing else to wait on.
+        std::thread::sleep(expiry + Duration::from_millis(50));
+        hub.add(&g, first.name()).unwrap();
+        // Pushing to `first` renews `renewed`, which comes after it in the list the fan-out took.
+        let (hub2, g2, name) = (hub.clone(), g.clone(), renewed.name().clone());
+        OnWake::waiting_on(&mut first, move || hub2.add(&g2, &name).unwrap());
+
+        assert_eq!(hub.fan_out(&g, &Message::from_static(b"x")).delivered, 1);
+        assert_eq!(hub.local_size(&g), 2, "the renewal stands");
+        assert_eq!(hub.fan_out(&g, &Message::from_static(b"y")).delivered, 2);
     }
 
     #[test]
