@@ -433,16 +433,25 @@ mod tests {
         assert_eq!(hub.local_size(&g), 1);
     }
 
-    #[test]
-    fn a_membership_renewed_during_the_fan_out_that_found_it_expired_is_kept() {
-        // Long enough that `first`, renewed just before the fan-out, is not expired in it.
-        let expiry = Duration::from_millis(500);
-        let config = LayerConfig { group_expiry: expiry, ..LayerConfig::default() };
+    /// Memberships expire after this: long enough that a member renewed just before a count or
+    /// a fan-out is not expired in it, even on a busy machine.
+    const EXPIRY: Duration = Duration::from_millis(500);
+
+    /// A hub whose memberships expire after [`EXPIRY`], with two members in group `g`.
+    fn hub_with_two_members() -> (Arc<Hub>, GroupName, ChannelReceiver, ChannelReceiver) {
+        let config = LayerConfig { group_expiry: EXPIRY, ..LayerConfig::default() };
         let hub = Hub::new(config, "t".into(), None);
         let g = GroupName::new("g").unwrap();
-        let (mut first, renewed) = (hub.new_channel(), hub.new_channel());
+        let (first, second) = (hub.new_channel(), hub.new_channel());
         hub.add(&g, first.name()).unwrap();
-        hub.add(&g, renewed.name()).unwrap();
+        hub.add(&g, second.name()).unwrap();
+        (hub, g, first, second)
+    }
+
+    #[test]
+    fn a_membership_renewed_during_the_fan_out_that_found_it_expired_is_kept() {
+        let (hub, g, mut first, renewed) = hub_with_two_members();
+        let expiry = EXPIRY;
         // Expiry is about time passing: nothing else to wait on.
         std::thread::sleep(expiry + Duration::from_millis(50));
         hub.add(&g, first.name()).unwrap();
@@ -457,21 +466,15 @@ mod tests {
 
     #[test]
     fn a_group_counts_its_members_and_stops_counting_expired_ones() {
-        // Long enough that `kept`, renewed just before each count, never expires in between,
-        // even on a busy machine.
-        let expiry = Duration::from_millis(500);
-        let config = LayerConfig { group_expiry: expiry, ..LayerConfig::default() };
-        let hub = Hub::new(config, "t".into(), None);
-        let g = GroupName::new("g").unwrap();
-        let (old, kept) = (hub.new_channel(), hub.new_channel());
-        hub.add(&g, old.name()).unwrap();
-        hub.add(&g, kept.name()).unwrap();
+        // `_old` stays open: it leaves the count by expiring, not by closing.
+        let (hub, g, _old, kept) = hub_with_two_members();
+        let expiry = EXPIRY;
         assert_eq!(hub.local_size(&g), 2);
 
         // Expiry is about time passing: nothing else to wait on.
         std::thread::sleep(expiry + Duration::from_millis(50));
         hub.add(&g, kept.name()).unwrap();
-        // `old` was last renewed more than the expiry ago: no longer counted, though still listed.
+        // `_old` was last renewed more than the expiry ago: no longer counted, though still listed.
         assert_eq!(hub.local_size(&g), 1);
         assert_eq!(hub.local_size(&g), 1, "the oldest renewal seen keeps the next count a walk");
 
