@@ -433,6 +433,69 @@ mod tests {
         assert_eq!(hub.local_size(&g), 1);
     }
 
+    /// Checks that a group's index and list describe the same members.
+    fn assert_consistent(hub: &Hub, group: &GroupName) {
+        let Some(entry) = hub.group(group) else { return };
+        let members = lock(&entry.members);
+        assert_eq!(members.index.len(), members.list.len());
+        for (name, &at) in &members.index {
+            assert_eq!(&members.list[at].channel.name, name);
+        }
+    }
+
+    #[test]
+    fn joins_leaves_and_fan_outs_from_many_threads_leave_exactly_the_last_joined_as_members() {
+        const FAN_OUTS: usize = 5_000;
+        let config = LayerConfig { capacity: FAN_OUTS + 1, ..LayerConfig::default() };
+        let hub = Hub::new(config, "t".into(), None);
+        let g = GroupName::new("g").unwrap();
+        let channels: Vec<ChannelReceiver> = (0..64).map(|_| hub.new_channel()).collect();
+        let names: Vec<ChannelName> = channels.iter().map(|c| c.name().clone()).collect();
+        let start = Arc::new(std::sync::Barrier::new(5));
+        let changers: Vec<_> = names
+            .chunks(16)
+            .enumerate()
+            .map(|(seed, mine)| {
+                let (hub, g, start, mine) = (hub.clone(), g.clone(), start.clone(), mine.to_vec());
+                std::thread::spawn(move || {
+                    // A fixed sequence per thread (an LCG), so a failure can be replayed.
+                    let mut state = seed as u64 + 1;
+                    let mut joined = vec![false; mine.len()];
+                    start.wait();
+                    for _ in 0..4_000 {
+                        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        let which = (state >> 33) as usize % mine.len();
+                        if (state >> 32) & 1 == 1 {
+                            hub.add(&g, &mine[which]).unwrap();
+                            joined[which] = true;
+                        } else {
+                            hub.discard(&g, &mine[which]);
+                            joined[which] = false;
+                        }
+                    }
+                    joined.iter().filter(|&&j| j).count()
+                })
+            })
+            .collect();
+        let fan_outs = {
+            let (hub, g, start) = (hub.clone(), g.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for _ in 0..FAN_OUTS {
+                    assert_eq!(hub.fan_out(&g, &Message::from_static(b"x")).lagged, 0);
+                }
+            })
+        };
+        let joined: usize = changers.into_iter().map(|t| t.join().unwrap()).sum();
+        fan_outs.join().unwrap();
+
+        assert_consistent(&hub, &g);
+        assert_eq!(hub.local_size(&g), joined);
+        assert_eq!(hub.fan_out(&g, &Message::from_static(b"y")).delivered, joined);
+        drop(channels);
+        assert_eq!(hub.local_size(&g), 0);
+    }
+
     /// Memberships expire after this: long enough that a member renewed just before a count or
     /// a fan-out is not expired in it, even on a busy machine.
     const EXPIRY: Duration = Duration::from_millis(500);
