@@ -63,8 +63,8 @@ impl Members {
         self.index.remove(name);
         let list = Arc::make_mut(&mut self.list);
         list.swap_remove(at);
-        if let Some(moved) = list.get(at) {
-            self.index.insert(moved.channel.name.clone(), at);
+        if let Some(slot) = list.get(at).and_then(|moved| self.index.get_mut(&moved.channel.name)) {
+            *slot = at;
         }
     }
 
