@@ -30,6 +30,19 @@ struct Member {
     renewed: Instant,
 }
 
+impl Member {
+    /// Whether the membership had expired at `now`.
+    fn expired(&self, now: Instant, expiry: Duration) -> bool {
+        now.saturating_duration_since(self.renewed) > expiry
+    }
+
+    /// Whether the member still counts at `now`: its channel is open and its membership has
+    /// not expired.
+    fn is_live(&self, now: Instant, expiry: Duration) -> bool {
+        self.channel.is_open() && !self.expired(now, expiry)
+    }
+}
+
 /// A group's members. A fan-out takes the list and lets go of the lock before it pushes, so a
 /// stream that joins or leaves meanwhile never waits for thousands of pushes (its whole worker
 /// thread would); the list is changed in place when no fan-out holds it, and copied when one does.
@@ -249,7 +262,7 @@ impl Hub {
         let mut oldest = now;
         for member in members.iter() {
             let name = &member.channel.name;
-            if now.duration_since(member.renewed) > self.config.group_expiry {
+            if member.expired(now, self.config.group_expiry) {
                 stale.push(name.clone());
                 continue;
             }
@@ -269,9 +282,7 @@ impl Hub {
         if !stale.is_empty() {
             // Kept if renewed since it was found expired; a channel that refused stays closed.
             let expiry = self.config.group_expiry;
-            self.remove_members(group, &stale, |member| {
-                member.channel.is_open() && now.saturating_duration_since(member.renewed) <= expiry
-            });
+            self.remove_members(group, &stale, |member| member.is_live(now, expiry));
         }
         // Members that joined meanwhile were renewed later still.
         entry.renewed_since(self.clock(oldest));
@@ -294,9 +305,7 @@ impl Hub {
             .list
             .iter()
             .inspect(|m| oldest = oldest.min(m.renewed))
-            .filter(|m| {
-                m.channel.is_open() && now.duration_since(m.renewed) <= self.config.group_expiry
-            })
+            .filter(|m| m.is_live(now, self.config.group_expiry))
             .count();
         entry.renewed_since(self.clock(oldest));
         live
