@@ -57,8 +57,9 @@ pub struct RealtimeSettings {
     pub max_subscriptions: usize,
     /// Client messages allowed per second (bursts of twice this are tolerated).
     pub client_messages_per_second: u32,
-    /// Presence updates are sent at most once per this interval (less often with thousands of
-    /// streams: an instance sends at most ~10,000 presence frames a second).
+    /// Presence updates are sent this long after the change that prompts them, and at most
+    /// once per this interval (less often with thousands of streams: an instance sends at
+    /// most ~10,000 presence frames a second).
     pub presence_interval: Duration,
     /// How often the dispatcher looks for committed events nobody told it about (other
     /// instances' writes, a missed wake-up).

@@ -1,5 +1,5 @@
-//! Presence: how many streams follow `blog_feed`, recomputed after local joins and leaves (and
-//! periodically, for other instances' clients), published at most once per interval.
+//! Presence: how many streams follow `blog_feed`, recomputed an interval after local joins and
+//! leaves (and periodically, for other instances' clients), published at most once per interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,14 +53,19 @@ pub(crate) async fn run_presence(
                 tracing::debug!(error = %crate::error::chain(&err), "presence count unavailable")
             }
         }
-        // Coalesce: whatever happens during the interval yields one update after it.
+        let paced = pause(interval, realtime.connections());
         tokio::select! {
-            _ = tokio::time::sleep(pause(interval, realtime.connections())) => {}
-            _ = shutdown.changed() => return,
-        }
-        tokio::select! {
-            _ = realtime.inner.presence_nudge.notified() => {}
-            _ = tokio::time::sleep(RECHECK) => {}
+            _ = realtime.inner.presence_nudge.notified() => {
+                // Counted an interval after the change, not as it happens: the joins and
+                // leaves of a burst (a deploy's reconnections, a crowd leaving at once) then
+                // yield one update to every stream after the burst, not one as it begins and
+                // another after it, while the burst's own streams still need the CPU.
+                tokio::select! {
+                    _ = tokio::time::sleep(paced) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            _ = tokio::time::sleep(RECHECK.max(paced)) => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -68,7 +73,52 @@ pub(crate) async fn run_presence(
 
 #[cfg(test)]
 mod tests {
+    use newspaper_events::InMemoryChannelLayer;
+
     use super::*;
+
+    /// The count a presence message on the layer carries.
+    fn count_in(message: &[u8]) -> u64 {
+        let Ok(LayerMessage::Presence { frame, .. }) = LayerMessage::decode(message) else {
+            panic!("not a presence message: {message:?}");
+        };
+        let frame: serde_json::Value = serde_json::from_slice(frame).expect("a JSON frame");
+        frame["count"].as_u64().expect("a count")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_joins_after_a_quiet_spell_is_counted_once_an_interval_after_it_began() {
+        let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryChannelLayer::default());
+        let realtime = Realtime::new("presence-test".into(), false);
+        let feed = GroupName::new(BLOG_FEED_GROUP).expect("a group name");
+        let interval = Duration::from_millis(250);
+        let task = tokio::spawn(run_presence(layer.clone(), realtime.clone(), interval));
+        let join = || async {
+            let channel = layer.new_channel().await.expect("a channel");
+            layer.group_add(&feed, channel.name()).await.expect("joined");
+            realtime.nudge_presence();
+            channel
+        };
+        let mut watcher = join().await;
+        assert_eq!(count_in(&watcher.recv().await.expect("a count")), 1);
+
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let began = tokio::time::Instant::now();
+        let mut crowd = Vec::new();
+        for _ in 0..3 {
+            crowd.push(join().await);
+            tokio::time::sleep(interval / 5).await;
+        }
+        let update = watcher.recv().await.expect("a count");
+        assert_eq!(count_in(&update), 4, "the burst's first join was counted on its own");
+        assert!(began.elapsed() >= interval, "counted {:?} after the burst began", began.elapsed());
+
+        drop(crowd);
+        realtime.nudge_presence();
+        assert_eq!(count_in(&watcher.recv().await.expect("a count")), 1, "the crowd left");
+        realtime.shutdown();
+        task.await.expect("the presence task ends at shutdown");
+    }
 
     #[test]
     fn counts_are_paced_by_the_interval_and_by_the_frames_they_cost() {
