@@ -175,6 +175,37 @@ app_tests! {
         }
     }
 
+    async fn clients_that_drop_off_once_they_have_the_last_post_keep_it_from_no_one(app) {
+        // The side-by-side benchmark's pattern: each client drops its connection (no close
+        // frame) the moment it has every post, so the last post reaches the others while the
+        // server tears those streams down.
+        const CLIENTS: usize = 100;
+        let ann = app.user("ann@example.com").await;
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            clients.push(app.ws("").await);
+        }
+        app.wait_for_feed_size(CLIENTS as u64).await;
+        let expected = ["first", "second", "last"];
+        let readers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| tokio::spawn(async move {
+                let mut titles = Vec::with_capacity(expected.len());
+                while titles.len() < expected.len() {
+                    titles.push(client.next_event().await["title"].as_str().unwrap().to_owned());
+                }
+                titles
+            }))
+            .collect();
+        for title in expected {
+            app.create_post(&ann, title, "published").await;
+        }
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), expected);
+        }
+        app.wait_for_feed_size(0).await;
+    }
+
     async fn clients_can_follow_single_posts_and_get_errors_without_being_closed(app) {
         let ann = app.user("ann@example.com").await;
         let bob = app.user("bob@example.com").await;

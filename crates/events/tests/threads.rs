@@ -112,3 +112,63 @@ async fn threads_each_receive_every_event_in_order_with_direct_sends_in_between(
         }
     }
 }
+
+/// Clients leave as soon as they have what they came for, so a receiver may leave the group
+/// while a fan-out to it is still pushing and while others on its thread are waiting: none of
+/// those still in the group may miss an event or wait for it unwoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_that_leave_once_they_have_their_events_keep_none_from_the_others() {
+    const THREADS: usize = 2;
+    const PER_THREAD: usize = 500;
+    const EVENTS: usize = 20;
+    let layer = Arc::new(InMemoryChannelLayer::new(LayerConfig {
+        capacity: EVENTS + 1,
+        ..LayerConfig::default()
+    }));
+    let feed = GroupName::new("feed").unwrap();
+    let expected: Vec<Bytes> = (0..EVENTS).map(|i| Bytes::from(format!("event {i}"))).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (layer, feed, ready, expected) =
+                (layer.clone(), feed.clone(), ready_tx.clone(), expected.clone());
+            std::thread::spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                single_threaded().block_on(local.run_until(async move {
+                    let mut receivers = Vec::with_capacity(PER_THREAD);
+                    for n in 0..PER_THREAD {
+                        let mut rx = layer.new_channel().await.unwrap();
+                        layer.group_add(&feed, rx.name()).await.unwrap();
+                        // From one event to all of them, so that some leave during every
+                        // fan-out after the first.
+                        let wanted = 1 + (thread * PER_THREAD + n) % EVENTS;
+                        receivers.push(tokio::task::spawn_local(async move {
+                            let mut got = Vec::with_capacity(wanted);
+                            while got.len() < wanted {
+                                got.push(recv(&mut rx).await);
+                            }
+                            got
+                        }));
+                    }
+                    ready.send(()).unwrap();
+                    for receiver in receivers {
+                        let got = receiver.await.unwrap();
+                        assert_eq!(got, expected[..got.len()]);
+                    }
+                }));
+            })
+        })
+        .collect();
+    drop(ready_tx);
+    for _ in 0..THREADS {
+        ready_rx.recv().expect("every receiving thread joined");
+    }
+    assert_eq!(layer.group_size(&feed).await.unwrap(), THREADS * PER_THREAD);
+    for event in &expected {
+        layer.group_send(&feed, event.clone()).await.unwrap();
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(layer.group_size(&feed).await.unwrap(), 0, "every receiver left");
+}
