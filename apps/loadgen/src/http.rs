@@ -28,7 +28,7 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
     if !create && args.seed > 0 {
         seed(&client, &base, &token, &args).await?;
     }
-    let authenticated = args.authenticated;
+    let (authenticated, uncached) = (args.authenticated, args.uncached);
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -47,10 +47,15 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
                             .post(format!("{base}/api/posts/"))
                             .bearer_auth(&token)
                             .json(&json!({"title": format!("Load {w}-{n}"), "content": "Benchmark body.", "status": "published"}))
-                    } else if authenticated {
-                        client.get(format!("{base}{path}")).bearer_auth(&token)
                     } else {
-                        client.get(format!("{base}{path}"))
+                        let url = if uncached {
+                            let joint = if path.contains('?') { '&' } else { '?' };
+                            format!("{base}{path}{joint}req={w}-{n}")
+                        } else {
+                            format!("{base}{path}")
+                        };
+                        let get = client.get(url);
+                        if authenticated { get.bearer_auth(&token) } else { get }
                     };
                     match request.send().await {
                         Ok(res) if res.status().is_success() => {
@@ -80,6 +85,7 @@ pub(crate) async fn run(args: HttpArgs) -> Result<(), String> {
         (false, true) => format!("GET {} (authenticated)", args.path),
         (false, false) => format!("GET {} (anonymous)", args.path),
     };
+    let label = if uncached && !create { format!("{label}, every URL unique") } else { label };
     println!("{label}: concurrency {}, {:.1} s", args.concurrency, elapsed);
     println!("  requests ok:   {}", all.len());
     println!("  errors:        {}", errors.load(Ordering::Relaxed));

@@ -147,10 +147,14 @@ struct HttpArgs {
     /// Posts to create before a `list` run, so the list has something to page through.
     #[arg(long, default_value_t = 50)]
     seed: usize,
-    /// Send the list requests with a token (authenticated pages are never served from the
-    /// server's anonymous page cache).
+    /// Send the list requests with a token (a signed-in reader's account is checked on every
+    /// request; a page is served from the server's cache only if no write came since).
     #[arg(long)]
     authenticated: bool,
+    /// Make every request's URL unique (`req=W-N` added to the query, which the server
+    /// ignores), so that no page comes from the server's page cache: what a read costs.
+    #[arg(long)]
+    uncached: bool,
     /// What a `list` run requests: the path and query, e.g. `/api/posts/?search=quokka`.
     #[arg(long, default_value = "/api/posts/")]
     path: String,

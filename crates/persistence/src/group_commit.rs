@@ -25,6 +25,7 @@ use std::mem::take;
 use newspaper_domain::{AuthorRef, Post, Seq, Timestamp};
 
 use crate::outbox::OutboxRepository;
+use crate::search::IndexUpkeep;
 use crate::{DatabaseUrl, DbConnection, NewPost, PersistenceError, PostRepository};
 
 /// Jobs per transaction at most, so that one batch never holds the lock for long.
@@ -344,7 +345,24 @@ fn writer(
     counters: &WriterCounters,
 ) {
     type Manager = <DbConnection as Connection>::TransactionManager;
-    while let Ok(first) = queue.recv() {
+    let mut upkeep = IndexUpkeep::default();
+    loop {
+        let first = match upkeep.idle_before_step() {
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(mpsc::RecvError) => return,
+            },
+            Some(idle) => match queue.recv_timeout(idle) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let DbConnection::Sqlite(sqlite) = &mut conn {
+                        upkeep.step(sqlite);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -425,6 +443,9 @@ fn writer(
         };
         let failure = committed.err().map(Arc::new);
         counters.record_batch(size, failure.is_some());
+        if failure.is_none() && matches!(conn, DbConnection::Sqlite(_)) {
+            upkeep.wrote();
+        }
         if let Some(err) = &failure {
             tracing::error!(error = &**err as &dyn std::error::Error, "a write batch failed");
         }

@@ -164,10 +164,11 @@ struct NewPostRow<'a> {
 /// first true term of an OR): a call per row costs more than a deep page's walk of the index
 /// itself, and a statement still stops within a few hundred rows of its deadline.
 const WITHIN_DEADLINE: &str = "((posts.id & 63) <> 0 OR newspaper_within_deadline(posts.id))";
-/// Posts whose id is in a JSON array (the array is bound after it, then `))`).
-const AMONG_IDS: &str = "posts.id IN (SELECT value FROM json_each(";
 /// Posts whose id is in a JSON array (bound between the parts), on SQLite.
-const AMONG_IDS_SQLITE: &[&str] = &[AMONG_IDS, "))"];
+const AMONG_IDS_SQLITE: &[&str] = &["posts.id IN (SELECT value FROM json_each(", "))"];
+/// Posts whose id is in an array literal such as `{1,2}` (bound between the parts), on
+/// PostgreSQL.
+const AMONG_IDS_POSTGRES: &[&str] = &["posts.id = ANY(CAST(", " AS int8[]))"];
 
 /// A keyset page's start, `(posts.<field>, posts.id) > (?, ?)` (the rows after a position, read
 /// in ascending order) or `<` (read descending): a range of the ordering's index.
@@ -712,15 +713,14 @@ ORDER BY r.ord"#;
             // read transaction asked for generic plans; outside one, plans are custom).
             conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
         }
-        // A rare term's few matches are found once, not again by each query below.
-        let search = match search {
-            Some(SearchMatch::Trigrams(phrase)) => Some(crate::search::resolve_few(conn, phrase)?),
-            other => other,
-        };
+        // A rare term's few matches are found once, not again by each query below (on
+        // PostgreSQL each would test the matching rows' texts again, and be planned anew).
+        let search = search.map(|search| crate::search::resolve_few(conn, search)).transpose()?;
         // With a trigram search on SQLite, the few matching rows are looked up by id; a unary
         // plus keeps the planner from walking a status or author index instead and testing
         // every row it holds against the matches.
-        let by_id = matches!(search, Some(SearchMatch::Trigrams(_) | SearchMatch::Ids(_)));
+        let by_id =
+            sqlite && matches!(search, Some(SearchMatch::Trigrams(_) | SearchMatch::Ids(_)));
         let status_is = |status: PostStatus| {
             let parts: &'static [&'static str] =
                 if by_id { &["+posts.status = ", ""] } else { &["posts.status = ", ""] };
@@ -766,7 +766,8 @@ ORDER BY r.ord"#;
                         ));
                     }
                     Some(SearchMatch::Ids(ids)) => {
-                        q = q.filter(FixedSql::<Text, _>::new(&[AMONG_IDS, "))"], ids.clone()));
+                        let among = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
+                        q = q.filter(FixedSql::<Text, _>::new(among, ids.clone()));
                     }
                     Some(SearchMatch::Scan(pattern)) if sqlite => {
                         q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));

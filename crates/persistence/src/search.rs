@@ -6,12 +6,15 @@
 //! by a scan with the same semantics (on SQLite through [`CASEFOLD_FUNCTION`], since SQLite's
 //! own `lower()` and `LIKE` fold ASCII only), which the statement deadline bounds.
 
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryResult, SqliteConnection};
 
 use crate::schema::posts;
-use crate::sql_functions::FixedSql;
+use crate::sql_functions::{FixedSql, lower};
 use crate::{DbConnection, PersistenceError};
 
 /// Posts whose title or content contains an FTS5 trigram phrase (bound after it, then `)`).
@@ -26,10 +29,12 @@ pub(crate) const CASEFOLD_FUNCTION: &str = "newspaper_casefold";
 pub(crate) enum SearchMatch {
     /// An FTS5 query for the term as one trigram phrase: "contains this substring".
     Trigrams(String),
-    /// The ids of the posts an FTS5 query found, when they are few, as a JSON array: the
-    /// list's queries (the counts and the page) then look these rows up instead of querying
-    /// the index again, with statements whose text does not depend on how many there are
-    /// (`IN (SELECT value FROM json_each(?))`), so they are prepared once.
+    /// The ids of the posts the trigram index found, when they are few, as one bound value
+    /// (SQLite: a JSON array; PostgreSQL: an array literal): the list's queries (the counts
+    /// and the page) then look these rows up instead of searching the index and testing the
+    /// texts again, with statements whose text does not depend on how many there are
+    /// (`IN (SELECT value FROM json_each(?))`, `= ANY(CAST(? AS int8[]))`), so they are
+    /// prepared once.
     Ids(String),
     /// A `LIKE` pattern over lower-cased text, with the term's own wildcards escaped by `\`.
     Scan(String),
@@ -56,22 +61,62 @@ impl SearchMatch {
 /// list; more are matched by querying the index in each of them.
 const MAX_IDS: i64 = 1000;
 
-/// `Ids` if the FTS5 `phrase` matches at most [`MAX_IDS`] posts, else `Trigrams` as it was.
+/// `Ids` if the trigram index finds at most [`MAX_IDS`] posts for `search` (an FTS5 phrase on
+/// SQLite; on PostgreSQL a pattern of at least one trigram), else `search` as it was.
 pub(crate) fn resolve_few(
     conn: &mut DbConnection,
-    phrase: String,
+    search: SearchMatch,
 ) -> Result<SearchMatch, PersistenceError> {
-    // Built with the DSL and fixed SQL, so the statement is prepared once per connection.
-    let found: Vec<i64> = posts::table
-        .select(posts::id)
-        .filter(FixedSql::<Text, _>::new(&[TRIGRAM_MATCH, ")"], phrase.as_str()))
-        .limit(MAX_IDS + 1)
-        .load(conn)?;
+    // Built with the DSL and fixed SQL, so the statements are prepared once per connection.
+    let sqlite = matches!(conn, DbConnection::Sqlite(_));
+    let (found, open, close): (Vec<i64>, _, _) = match (&search, sqlite) {
+        (SearchMatch::Trigrams(phrase), true) => (
+            posts::table
+                .select(posts::id)
+                .filter(FixedSql::<Text, _>::new(&[TRIGRAM_MATCH, ")"], phrase.as_str()))
+                .limit(MAX_IDS + 1)
+                .load(conn)?,
+            '[',
+            ']',
+        ),
+        (SearchMatch::Scan(pattern), false) if has_trigram(pattern) => (
+            posts::table
+                .select(posts::id)
+                .filter(
+                    lower(posts::title).like(pattern.as_str()).escape('\\').or(lower(
+                        posts::content,
+                    )
+                    .like(pattern.as_str())
+                    .escape('\\')),
+                )
+                .limit(MAX_IDS + 1)
+                .load(conn)?,
+            '{',
+            '}',
+        ),
+        _ => return Ok(search),
+    };
     if found.len() > MAX_IDS as usize {
-        return Ok(SearchMatch::Trigrams(phrase));
+        return Ok(search);
     }
     let ids: Vec<String> = found.iter().map(i64::to_string).collect();
-    Ok(SearchMatch::Ids(format!("[{}]", ids.join(","))))
+    Ok(SearchMatch::Ids(format!("{open}{}{close}", ids.join(","))))
+}
+
+/// Whether the term of a `%term%` pattern (as [`like_pattern`] writes it) has at least three
+/// characters, the least a trigram index can look up.
+fn has_trigram(pattern: &str) -> bool {
+    let body = pattern.strip_prefix('%').and_then(|p| p.strip_suffix('%')).unwrap_or(pattern);
+    let mut chars = body.chars();
+    let mut count = 0;
+    while let Some(c) = chars.next() {
+        // An escape and the character it escapes are one character of the term.
+        if c == '\\' {
+            chars.next();
+        }
+        count += 1;
+    }
+    count >= 3
 }
 
 /// `term` as one FTS5 phrase (quotes doubled), so that no character of it is query syntax.
@@ -102,6 +147,97 @@ pub(crate) fn register_casefold_function(conn: &mut SqliteConnection) -> QueryRe
     )
 }
 
+/// Segments of SQLite's full-text index from which an idle writer merges them all into one. A
+/// search looks each of its trigrams up in every segment, and every commit that writes posts
+/// adds one (FTS5's own merging keeps about log4 of the commits, 14 at 100,000 posts, where one
+/// segment cut an uncached search's CPU by a third); a full merge rewrites the whole index, so
+/// it waits until enough have gathered.
+pub(crate) const MERGE_FROM_SEGMENTS: i64 = 8;
+/// Index pages one merge step writes: a few milliseconds, the longest a write waits for it.
+const MERGE_STEP_PAGES: i64 = 64;
+/// How long the writer must have been idle before it looks at the index.
+const IDLE_BEFORE_UPKEEP: Duration = Duration::from_millis(200);
+/// Idle time between steps, as a multiple of the last step's duration: merging takes at most a
+/// fifth of an idle writer's time.
+const PAUSE_PER_STEP: u32 = 4;
+
+/// The upkeep of SQLite's full-text index, done by the writer while no write is waiting: once
+/// commits have added [`MERGE_FROM_SEGMENTS`] segments, they are merged into one, a few pages at
+/// a time, each step its own short transaction (FTS5's incremental `merge`).
+#[derive(Debug, Default)]
+pub(crate) struct IndexUpkeep {
+    due: Option<Upkeep>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Upkeep {
+    /// Count the segments.
+    Look,
+    /// Merge the next pages, the last step having taken this long.
+    Merge(Duration),
+}
+
+impl IndexUpkeep {
+    /// Posts were committed: the index may have gained a segment.
+    pub(crate) fn wrote(&mut self) {
+        if self.due.is_none() {
+            self.due = Some(Upkeep::Look);
+        }
+    }
+
+    /// How long the writer should wait for a job before [`IndexUpkeep::step`]; `None` when
+    /// nothing is due.
+    pub(crate) fn idle_before_step(&self) -> Option<Duration> {
+        match self.due? {
+            Upkeep::Look => Some(IDLE_BEFORE_UPKEEP),
+            Upkeep::Merge(last) => Some(last * PAUSE_PER_STEP),
+        }
+    }
+
+    /// Does what is due. Errors end this round of upkeep (the next commit starts another):
+    /// the index stays correct whatever its segments, only searches cost more.
+    pub(crate) fn step(&mut self, conn: &mut SqliteConnection) {
+        let Some(due) = self.due else { return };
+        let outcome = match due {
+            Upkeep::Look => index_segments(conn)
+                .map(|n| (n >= MERGE_FROM_SEGMENTS).then_some(Upkeep::Merge(Duration::ZERO))),
+            Upkeep::Merge(_) => {
+                let started = Instant::now();
+                merge_index_step(conn).map(|more| more.then(|| Upkeep::Merge(started.elapsed())))
+            }
+        };
+        self.due = outcome.unwrap_or_else(|err| {
+            tracing::warn!(error = &err as &dyn std::error::Error, "search index upkeep failed");
+            None
+        });
+    }
+}
+
+/// Segments of the full-text index now.
+pub(crate) fn index_segments(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    diesel::select(diesel::dsl::sql::<BigInt>(
+        "(SELECT count(DISTINCT segid) FROM posts_search_idx)",
+    ))
+    .get_result(conn)
+}
+
+/// One step of merging every segment into one, in its own transaction; whether work remains.
+fn merge_index_step(conn: &mut SqliteConnection) -> QueryResult<bool> {
+    let total_changes = |conn: &mut SqliteConnection| {
+        diesel::select(diesel::dsl::sql::<BigInt>("total_changes()")).get_result::<i64>(conn)
+    };
+    conn.immediate_transaction(|conn| {
+        let before = total_changes(conn)?;
+        // A negative count merges segments of every level together, as `optimize` does, but
+        // stops after that many pages.
+        conn.batch_execute(&format!(
+            "INSERT INTO posts_search (posts_search, rank) VALUES ('merge', -{MERGE_STEP_PAGES})"
+        ))?;
+        // FTS5's documented test: a step that did any work changed at least two rows.
+        Ok(total_changes(conn)? - before >= 2)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +259,19 @@ mod tests {
             SearchMatch::Trigrams("\"say \"\"hi\"\" OR x*\"".into())
         );
         assert_eq!(SearchMatch::for_postgres("abc"), SearchMatch::Scan("%abc%".into()));
+    }
+
+    #[test]
+    fn a_pattern_has_a_trigram_when_its_term_has_three_characters() {
+        for (term, expected) in [
+            ("abc", true),
+            ("ab", false),
+            ("é€x", true),
+            ("a%", false),
+            ("%_\\", true),
+            ("", false),
+        ] {
+            assert_eq!(has_trigram(&like_pattern(term)), expected, "{term:?}");
+        }
     }
 }

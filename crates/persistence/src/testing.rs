@@ -320,3 +320,13 @@ fn record_sqlite_step(detail: &str, access: &mut Access) {
         None => {}
     }
 }
+
+/// Segments of SQLite's full-text search index now (`None` on PostgreSQL, which has none).
+pub fn search_index_segments(
+    conn: &mut crate::DbConnection,
+) -> Result<Option<i64>, PersistenceError> {
+    match conn {
+        crate::DbConnection::Sqlite(sqlite) => Ok(Some(crate::search::index_segments(sqlite)?)),
+        crate::DbConnection::Postgres(_) => Ok(None),
+    }
+}

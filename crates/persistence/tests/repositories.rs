@@ -50,6 +50,70 @@ fn at(offset_secs: i64) -> Timestamp {
     now() + Duration::seconds(offset_secs)
 }
 
+#[test]
+fn an_idle_writer_merges_a_search_index_that_commits_have_split() {
+    let test_db = newspaper_persistence::testing::TestDatabase::sqlite();
+    let db = test_db.migrated();
+    let mut conn = db.get().unwrap();
+    let ann = user(&mut conn, "ann@example.com", false);
+    // Without FTS5's own merging, every commit that writes posts leaves a segment of its own.
+    diesel::sql_query("INSERT INTO posts_search (posts_search, rank) VALUES ('automerge', 0)")
+        .execute(&mut *conn)
+        .unwrap();
+    diesel::sql_query("INSERT INTO posts_search (posts_search, rank) VALUES ('crisismerge', 1000)")
+        .execute(&mut *conn)
+        .unwrap();
+    let segments = |conn: &mut DbConnection| {
+        newspaper_persistence::testing::search_index_segments(conn).unwrap().unwrap()
+    };
+    let mut most = 0;
+    for i in 0..12 {
+        let author = ann.as_author();
+        let title = PostTitle::parse(&format!("Walrus {i}")).unwrap();
+        db.write_blocking(move |c| {
+            PostRepository::create(
+                c,
+                &author,
+                NewPost { title, content: "tusks".into(), status: PostStatus::Published },
+                at(i),
+            )
+        })
+        .unwrap();
+        most = most.max(segments(&mut conn));
+    }
+    // Nothing merges below eight segments, so the second commit's is still there to count.
+    assert!(most >= 2, "each commit added a segment");
+    // Once the writer has been idle a moment, it merges them all into one, step by step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while segments(&mut conn) > 1 {
+        assert!(std::time::Instant::now() < deadline, "still {} segments", segments(&mut conn));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let found = |term: &str| {
+        titles(
+            &db,
+            Viewer::Anonymous,
+            PostQuery { search: Some(term.into()), limit: 20, ..PostQuery::default() },
+        )
+    };
+    assert_eq!(found("walrus").len(), 12);
+    assert_eq!(found("WALRUS 7"), ["Walrus 7"]);
+    assert_eq!(found("tusk").len(), 12, "contents are in the merged index too");
+    let author = ann.as_author();
+    let title = PostTitle::parse("Walrus late").unwrap();
+    db.write_blocking(move |c| {
+        PostRepository::create(
+            c,
+            &author,
+            NewPost { title, content: "tusks".into(), status: PostStatus::Published },
+            at(20),
+        )
+    })
+    .unwrap();
+    assert_eq!(found("walrus late"), ["Walrus late"], "a write after the merge is found");
+    assert_eq!(found("walrus").len(), 13);
+}
+
 backend_tests! {
     fn migrations_run_up_down_and_up_again(test_db) {
         let db = test_db.migrated();
@@ -381,6 +445,56 @@ backend_tests! {
         };
         assert!(access.indexes.contains(index), "{access:#?}");
         assert!(!access.full_scans.contains("posts"), "{access:#?}");
+    }
+
+    fn a_search_counts_and_pages_what_each_viewer_may_see_however_many_posts_match(test_db) {
+        let db = test_db.migrated();
+        let mut conn = db.get().unwrap();
+        let ann = user(&mut conn, "ann@example.com", false);
+        let bob = user(&mut conn, "bob@example.com", false);
+        let boss = user(&mut conn, "boss@example.com", true);
+        drop(conn);
+        // "Common" matches more posts than a search carries along as ids (1,000); "rare" a
+        // few. A fifth of each are Bob's drafts, a fifth Ann's, the rest published.
+        let (ann_writes, bob_writes) = (ann.as_author(), bob.as_author());
+        db.write_blocking(move |conn| {
+            for i in 0..1010 {
+                let (author, status) = match i % 5 {
+                    0 => (&bob_writes, PostStatus::Draft),
+                    1 => (&ann_writes, PostStatus::Draft),
+                    _ => (&ann_writes, PostStatus::Published),
+                };
+                let rare = if i % 101 == 0 { " RARE" } else { "" };
+                let title = PostTitle::parse(&format!("Common {i:04}{rare}")).unwrap();
+                PostRepository::create(conn, author, NewPost { title, content: "text".into(), status }, at(i))?;
+            }
+            Ok::<_, PersistenceError>(())
+        })
+        .unwrap();
+        let ann_reads = Viewer::User { id: ann.id, is_staff: false };
+        let bob_reads = Viewer::User { id: bob.id, is_staff: false };
+        let staff = Viewer::User { id: boss.id, is_staff: true };
+        let list = |viewer: &Viewer, term: &str, status: Option<PostStatus>| {
+            let query = PostQuery { search: Some(term.into()), status, limit: 4, ..PostQuery::default() };
+            let page = PostRepository::list_visible_to(&mut db.get().unwrap(), viewer, &query).unwrap();
+            let titles: Vec<String> = page.items.into_iter().map(|p| p.title).collect();
+            (page.count, titles)
+        };
+        let newest = |numbers: &[u32], rare: bool| -> Vec<String> {
+            numbers.iter().map(|n| format!("Common {n:04}{}", if rare { " RARE" } else { "" })).collect()
+        };
+        assert_eq!(list(&staff, "common", None).0, 1010);
+        assert_eq!(list(&Viewer::Anonymous, "COMMON 1", None), (6, newest(&[1009, 1008, 1007, 1004], false)));
+        assert_eq!(list(&staff, "COMMON 1", None).0, 10);
+        assert_eq!(list(&Viewer::Anonymous, "common", None), (606, newest(&[1009, 1008, 1007, 1004], false)));
+        assert_eq!(list(&ann_reads, "common", None), (808, newest(&[1009, 1008, 1007, 1006], false)));
+        assert_eq!(list(&bob_reads, "common", None), (808, newest(&[1009, 1008, 1007, 1005], false)));
+        assert_eq!(list(&ann_reads, "common", Some(PostStatus::Draft)), (202, newest(&[1006, 1001, 996, 991], false)));
+        assert_eq!(list(&Viewer::Anonymous, "rare", None), (6, newest(&[909, 808, 707, 404], true)));
+        assert_eq!(list(&ann_reads, "rare", None), (8, newest(&[909, 808, 707, 606], true)));
+        assert_eq!(list(&bob_reads, "rare", None), (8, newest(&[909, 808, 707, 505], true)));
+        assert_eq!(list(&staff, "rare", None), (10, newest(&[909, 808, 707, 606], true)));
+        assert_eq!(list(&bob_reads, "rare", Some(PostStatus::Draft)), (2, newest(&[505, 0], true)));
     }
 
     fn status_counters_follow_every_write_and_match_a_real_count(test_db) {
