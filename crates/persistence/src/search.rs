@@ -178,7 +178,7 @@ enum Upkeep {
 }
 
 impl IndexUpkeep {
-    /// Posts were committed: the index may have gained a segment.
+    /// The writer committed a batch: if it wrote posts, the index gained a segment.
     pub(crate) fn wrote(&mut self) {
         if self.due.is_none() {
             self.due = Some(Upkeep::Look);
