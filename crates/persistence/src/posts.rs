@@ -18,8 +18,8 @@ use crate::outbox::{
     APPEND_LOCK_KEY, EncodedEvent, FeedHead, OutboxRepository, feed_head, newest_seq,
 };
 use crate::schema::{outbox_state, post_counts, posts, users};
-use crate::search::{SearchMatch, TRIGRAM_MATCH};
-use crate::sql_functions::{AnyOfSelect, FixedPairSql, FixedSql, lower};
+use crate::search::{LOWERED_LIKE, SearchMatch, TRIGRAM_MATCH};
+use crate::sql_functions::{AnyOfSelect, FixedPairSql, FixedSql};
 use crate::users::UserRow;
 use crate::{DbConnection, PersistenceError, UserRecord};
 
@@ -713,8 +713,8 @@ ORDER BY r.ord"#;
             // read transaction asked for generic plans; outside one, plans are custom).
             conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
         }
-        // A rare term's few matches are found once, not again by each query below (on
-        // PostgreSQL each would test the matching rows' texts again, and be planned anew).
+        // A rare term's few matches are found once, not again by each query below (each would
+        // test the matching rows' texts again).
         let search = search.map(|search| crate::search::resolve_few(conn, search)).transpose()?;
         // With a trigram search on SQLite, the few matching rows are looked up by id; a unary
         // plus keeps the planner from walking a status or author index instead and testing
@@ -773,13 +773,7 @@ ORDER BY r.ord"#;
                         q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));
                     }
                     Some(SearchMatch::Scan(pattern)) => {
-                        q = q.filter(
-                            lower(posts::title).like(pattern.clone()).escape('\\').or(lower(
-                                posts::content,
-                            )
-                            .like(pattern.clone())
-                            .escape('\\')),
-                        );
+                        q = q.filter(FixedSql::<Text, _>::new(LOWERED_LIKE, pattern.clone()));
                     }
                 }
                 q

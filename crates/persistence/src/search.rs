@@ -14,12 +14,17 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryResult, SqliteConnection};
 
 use crate::schema::posts;
-use crate::sql_functions::{FixedSql, lower};
+use crate::sql_functions::FixedSql;
 use crate::{DbConnection, PersistenceError};
 
 /// Posts whose title or content contains an FTS5 trigram phrase (bound after it, then `)`).
 pub(crate) const TRIGRAM_MATCH: &str =
     "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ";
+
+/// Posts whose lower-cased title or content is `LIKE` a pattern (bound twice, between the
+/// parts), on PostgreSQL: the expressions its trigram indexes hold, so they answer it.
+pub(crate) const LOWERED_LIKE: &[&str] =
+    &["(lower(posts.title) LIKE ", " ESCAPE '\\' OR lower(posts.content) LIKE ", " ESCAPE '\\')"];
 
 /// The SQL function that lower-cases all of Unicode on SQLite.
 pub(crate) const CASEFOLD_FUNCTION: &str = "newspaper_casefold";
@@ -82,13 +87,7 @@ pub(crate) fn resolve_few(
         (SearchMatch::Scan(pattern), false) if has_trigram(pattern) => (
             posts::table
                 .select(posts::id)
-                .filter(
-                    lower(posts::title).like(pattern.as_str()).escape('\\').or(lower(
-                        posts::content,
-                    )
-                    .like(pattern.as_str())
-                    .escape('\\')),
-                )
+                .filter(FixedSql::<Text, _>::new(LOWERED_LIKE, pattern.as_str()))
                 .limit(MAX_IDS + 1)
                 .load(conn)?,
             '{',
