@@ -18,7 +18,7 @@ use crate::outbox::{
     APPEND_LOCK_KEY, EncodedEvent, FeedHead, OutboxRepository, feed_head, newest_seq,
 };
 use crate::schema::{outbox_state, post_counts, posts, users};
-use crate::search::{LOWERED_LIKE, SearchMatch, TRIGRAM_MATCH};
+use crate::search::{FoundPost, LOWERED_LIKE, SearchMatch, TRIGRAM_MATCH};
 use crate::sql_functions::{AnyOfSelect, FixedPairSql, FixedSql};
 use crate::users::UserRow;
 use crate::{DbConnection, PersistenceError, UserRecord};
@@ -249,6 +249,16 @@ impl ListCounters {
         }
     }
 
+    /// The posts of one part of a list (of `status`, any if `None`), by the author the
+    /// counters were read for.
+    fn counted(&self, part: Visible, status: Option<PostStatus>) -> i64 {
+        match part {
+            Visible::Published => self.published,
+            Visible::DraftsOf(_) => self.own_drafts,
+            Visible::All | Visible::PublishedOrDraftsOf(_) => self.of(status),
+        }
+    }
+
     /// Posts of `status` (any, if `None`), by the author the counters were read for.
     fn of(&self, status: Option<PostStatus>) -> i64 {
         match status {
@@ -294,6 +304,22 @@ enum Visible {
     Published,
     DraftsOf(UserId),
     PublishedOrDraftsOf(UserId),
+}
+
+impl Visible {
+    /// Whether a post a search found is in this set and passes `query`'s status and author
+    /// filters: what `list_at`'s SQL selects, tested on the columns it tests.
+    fn admits(self, post: &FoundPost, query: &PostQuery) -> bool {
+        let status_is = |status: PostStatus| post.status == status.as_str();
+        let by = |author: UserId| post.author_id == author.0;
+        let visible = match self {
+            Visible::All => true,
+            Visible::Published => status_is(PostStatus::Published),
+            Visible::DraftsOf(id) => status_is(PostStatus::Draft) && by(id),
+            Visible::PublishedOrDraftsOf(id) => status_is(PostStatus::Published) || by(id),
+        };
+        visible && query.status.is_none_or(status_is) && query.author.is_none_or(by)
+    }
 }
 
 /// Queries on the `posts` table.
@@ -708,19 +734,19 @@ ORDER BY r.ord"#;
         let search = query.search.as_deref().filter(|t| !t.is_empty()).map(|term| {
             if sqlite { SearchMatch::for_sqlite(term) } else { SearchMatch::for_postgres(term) }
         });
-        if search.is_some() && !sqlite && in_transaction(conn)? {
-            // Whether the trigram index pays depends on the pattern: plan for its value (a
-            // read transaction asked for generic plans; outside one, plans are custom).
+        // A rare term's few matches are found once, not again by each query below (each would
+        // test the matching rows' texts again). Any plan of that lookup reads the trigram index.
+        let search = search.map(|search| crate::search::resolve_few(conn, search)).transpose()?;
+        if matches!(search, Some(SearchMatch::Scan(_))) && !sqlite && in_transaction(conn)? {
+            // Whether the trigram index pays for a scan depends on the pattern: plan for its
+            // value (a read transaction asked for generic plans; outside one, plans are custom).
             conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
         }
-        // A rare term's few matches are found once, not again by each query below (each would
-        // test the matching rows' texts again).
-        let search = search.map(|search| crate::search::resolve_few(conn, search)).transpose()?;
         // With a trigram search on SQLite, the few matching rows are looked up by id; a unary
         // plus keeps the planner from walking a status or author index instead and testing
         // every row it holds against the matches.
         let by_id =
-            sqlite && matches!(search, Some(SearchMatch::Trigrams(_) | SearchMatch::Ids(_)));
+            sqlite && matches!(search, Some(SearchMatch::Trigrams(_) | SearchMatch::Ids { .. }));
         let status_is = |status: PostStatus| {
             let parts: &'static [&'static str] =
                 if by_id { &["+posts.status = ", ""] } else { &["posts.status = ", ""] };
@@ -765,9 +791,9 @@ ORDER BY r.ord"#;
                             phrase.clone(),
                         ));
                     }
-                    Some(SearchMatch::Ids(ids)) => {
-                        let among = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
-                        q = q.filter(FixedSql::<Text, _>::new(among, ids.clone()));
+                    Some(SearchMatch::Ids { among, .. }) => {
+                        let parts = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
+                        q = q.filter(FixedSql::<Text, _>::new(parts, among.clone()));
                     }
                     Some(SearchMatch::Scan(pattern)) if sqlite => {
                         q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));
@@ -789,7 +815,8 @@ ORDER BY r.ord"#;
             }
         };
         // Without a search, every count is read from the counters the triggers keep; a
-        // search counts its matches, which the trigram index bounds.
+        // search that found few posts counts those it has in hand, and one that found many
+        // counts its matches, which the trigram index bounds.
         let wanted = |status: PostStatus| query.status.is_none_or(|s| s == status);
         let mut count: i64 = 0;
         if query.keyset.is_none() {
@@ -798,12 +825,15 @@ ORDER BY r.ord"#;
                     Visible::Published if !wanted(PostStatus::Published) => 0,
                     Visible::DraftsOf(_) if !wanted(PostStatus::Draft) => 0,
                     Visible::DraftsOf(id) if query.author.is_some_and(|a| a != id) => 0,
-                    _ if search.is_some() => {
-                        filtered!(posts::table, part).select(count_star()).first::<i64>(conn)?
-                    }
-                    Visible::Published => counters.published,
-                    Visible::DraftsOf(_) => counters.own_drafts,
-                    Visible::All | Visible::PublishedOrDraftsOf(_) => counters.of(query.status),
+                    _ => match &search {
+                        Some(SearchMatch::Ids { found, .. }) => {
+                            found.iter().filter(|post| part.admits(post, query)).count() as i64
+                        }
+                        Some(_) => {
+                            filtered!(posts::table, part).select(count_star()).first::<i64>(conn)?
+                        }
+                        None => counters.counted(part, query.status),
+                    },
                 };
             }
         }

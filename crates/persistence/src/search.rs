@@ -22,11 +22,17 @@ pub(crate) const TRIGRAM_MATCH: &str =
     "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ";
 
 /// Posts whose lower-cased title or content is `LIKE` a pattern (bound twice, between the
-/// parts), on PostgreSQL: the expressions its trigram indexes hold, so they answer it.
-pub(crate) const LOWERED_LIKE: &[&str] =
-    &["(lower(posts.title) LIKE ", " ESCAPE '\\' OR lower(posts.content) LIKE ", " ESCAPE '\\')"];
+/// parts), on PostgreSQL: the expressions its trigram indexes hold, so they answer it. The
+/// pattern is lower-cased by the same function as the texts: a term is found in a text that
+/// holds it only if both are lower-cased alike, letter by letter.
+pub(crate) const LOWERED_LIKE: &[&str] = &[
+    "(lower(posts.title) LIKE lower(",
+    ") ESCAPE '\\' OR lower(posts.content) LIKE lower(",
+    ") ESCAPE '\\')",
+];
 
-/// The SQL function that lower-cases all of Unicode on SQLite.
+/// The SQL function that lower-cases all of Unicode on SQLite, letter by letter (see
+/// [`casefold`]).
 pub(crate) const CASEFOLD_FUNCTION: &str = "newspaper_casefold";
 
 /// How a search term is matched.
@@ -34,32 +40,46 @@ pub(crate) const CASEFOLD_FUNCTION: &str = "newspaper_casefold";
 pub(crate) enum SearchMatch {
     /// An FTS5 query for the term as one trigram phrase: "contains this substring".
     Trigrams(String),
-    /// The ids of the posts the trigram index found, when they are few, as one bound value
-    /// (SQLite: a JSON array; PostgreSQL: an array literal): the list's queries (the counts
-    /// and the page) then look these rows up instead of searching the index and testing the
-    /// texts again, with statements whose text does not depend on how many there are
-    /// (`IN (SELECT value FROM json_each(?))`, `= ANY(CAST(? AS int8[]))`), so they are
-    /// prepared once.
-    Ids(String),
+    /// The posts the trigram index found, when they are few: what a list's filters test of
+    /// each, so that its counts need no query, and their ids as one bound value (SQLite: a
+    /// JSON array; PostgreSQL: an array literal), so that its page looks these rows up
+    /// instead of searching the index and testing the texts again, with a statement whose
+    /// text does not depend on how many there are (`IN (SELECT value FROM json_each(?))`,
+    /// `= ANY(CAST(? AS int8[]))`), prepared once.
+    Ids {
+        /// The found posts' ids, as one bound value.
+        among: String,
+        /// The found posts.
+        found: Vec<FoundPost>,
+    },
     /// A `LIKE` pattern over lower-cased text, with the term's own wildcards escaped by `\`.
     Scan(String),
 }
 
 impl SearchMatch {
-    /// How SQLite matches `term`: by the trigram index when it has a trigram.
+    /// How SQLite matches `term`: by the trigram index when it has a trigram, else against
+    /// texts lower-cased by [`CASEFOLD_FUNCTION`].
     pub(crate) fn for_sqlite(term: &str) -> Self {
         if term.chars().count() >= 3 {
             Self::Trigrams(fts_phrase(term))
         } else {
-            Self::Scan(like_pattern(term))
+            Self::Scan(like_pattern(&casefold(term)))
         }
     }
 
     /// How PostgreSQL matches `term`: always `LIKE`, which its trigram indexes answer when the
-    /// term has a trigram.
+    /// term has a trigram; the pattern keeps the term's case ([`LOWERED_LIKE`] lowers it).
     pub(crate) fn for_postgres(term: &str) -> Self {
         Self::Scan(like_pattern(term))
     }
+}
+
+/// A post a search found: the columns a list's filters test.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(crate) struct FoundPost {
+    pub(crate) id: i64,
+    pub(crate) status: String,
+    pub(crate) author_id: i64,
 }
 
 /// Up to this many ids found by the trigram index are carried into a list's queries as a
@@ -74,10 +94,11 @@ pub(crate) fn resolve_few(
 ) -> Result<SearchMatch, PersistenceError> {
     // Built with the DSL and fixed SQL, so the statements are prepared once per connection.
     let sqlite = matches!(conn, DbConnection::Sqlite(_));
-    let (found, open, close): (Vec<i64>, _, _) = match (&search, sqlite) {
+    let columns = (posts::id, posts::status, posts::author_id);
+    let (found, open, close): (Vec<FoundPost>, _, _) = match (&search, sqlite) {
         (SearchMatch::Trigrams(phrase), true) => (
             posts::table
-                .select(posts::id)
+                .select(columns)
                 .filter(FixedSql::<Text, _>::new(&[TRIGRAM_MATCH, ")"], phrase.as_str()))
                 .limit(MAX_IDS + 1)
                 .load(conn)?,
@@ -86,7 +107,7 @@ pub(crate) fn resolve_few(
         ),
         (SearchMatch::Scan(pattern), false) if has_trigram(pattern) => (
             posts::table
-                .select(posts::id)
+                .select(columns)
                 .filter(FixedSql::<Text, _>::new(LOWERED_LIKE, pattern.as_str()))
                 .limit(MAX_IDS + 1)
                 .load(conn)?,
@@ -98,8 +119,8 @@ pub(crate) fn resolve_few(
     if found.len() > MAX_IDS as usize {
         return Ok(search);
     }
-    let ids: Vec<String> = found.iter().map(i64::to_string).collect();
-    Ok(SearchMatch::Ids(format!("{open}{}{close}", ids.join(","))))
+    let ids: Vec<String> = found.iter().map(|post| post.id.to_string()).collect();
+    Ok(SearchMatch::Ids { among: format!("{open}{}{close}", ids.join(",")), found })
 }
 
 /// Whether the term of a `%term%` pattern (as [`like_pattern`] writes it) has at least three
@@ -123,11 +144,11 @@ fn fts_phrase(term: &str) -> String {
     format!("\"{}\"", term.replace('"', "\"\""))
 }
 
-/// `%term%` for LIKE, lower-cased, with the wildcards of the term itself escaped.
+/// `%term%` for LIKE, with the wildcards of the term itself escaped.
 fn like_pattern(term: &str) -> String {
     let mut pattern = String::with_capacity(term.len() + 2);
     pattern.push('%');
-    for c in term.to_lowercase().chars() {
+    for c in term.chars() {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
@@ -137,12 +158,19 @@ fn like_pattern(term: &str) -> String {
     pattern
 }
 
+/// `text` lower-cased letter by letter, each letter as it would be alone. Not
+/// `str::to_lowercase`, which lower-cases a capital sigma by its place in the text (ς at a
+/// word's end, σ elsewhere): a term cut from a text would then no longer be found in it.
+pub(crate) fn casefold(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
 /// Makes [`CASEFOLD_FUNCTION`] available on an SQLite connection.
 pub(crate) fn register_casefold_function(conn: &mut SqliteConnection) -> QueryResult<()> {
     conn.register_sql_function::<Text, Text, String, String, _>(
         CASEFOLD_FUNCTION,
         true,
-        |text: String| text.to_lowercase(),
+        |text: String| casefold(&text),
     )
 }
 
@@ -242,10 +270,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn like_pattern_escapes_wildcards_and_lowercases() {
-        assert_eq!(like_pattern("Hello"), "%hello%");
+    fn like_pattern_escapes_wildcards_and_keeps_case() {
+        assert_eq!(like_pattern("Hello"), "%Hello%");
         assert_eq!(like_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
-        assert_eq!(like_pattern("ÉCOLE"), "%école%");
+        assert_eq!(like_pattern("ÉCOLE"), "%ÉCOLE%");
+    }
+
+    #[test]
+    fn casefold_lowers_each_letter_as_it_would_be_alone() {
+        assert_eq!(casefold("ÉCOLE"), "école");
+        assert_eq!(casefold("ΣΟΦΌΣ ΟΣ"), "σοφόσ οσ");
+        assert_eq!(casefold("İ"), "i\u{307}");
     }
 
     #[test]

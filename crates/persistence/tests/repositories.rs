@@ -391,6 +391,10 @@ backend_tests! {
         let ecole = create("ÉCOLE d'été", "Straße");
         create("He said \"hi\" OR NOT", "x* NEAR(y)");
         let plain = create("plain", "ÜBER alles");
+        // Casing that depends on a letter's place (a capital sigma lower-cases to ς at a word's
+        // end, to σ elsewhere) or changes a text's length (İ to i and a combining dot): a term
+        // is found where it is written, in any case, however the text around it goes on.
+        let greek = create("ΣΟΦΌΣ ΟΣΑ", "İstanbul");
         drop(conn);
         let found = |term: &str| {
             titles(&db, Viewer::Anonymous, PostQuery { search: Some(term.into()), ..PostQuery::default() })
@@ -405,11 +409,17 @@ backend_tests! {
         assert_eq!(found("x* near(y)"), ["He said \"hi\" OR NOT"]);
         assert!(found("hi OR plain").is_empty());
         assert!(found("écoles").is_empty());
+        assert_eq!(found("ΣΟΦΌΣ"), ["ΣΟΦΌΣ ΟΣΑ"], "the word as written");
+        assert_eq!(found("σοφόσ ο"), ["ΣΟΦΌΣ ΟΣΑ"]);
+        assert_eq!(found("ΟΣ"), ["ΣΟΦΌΣ ΟΣΑ"], "a sigma that does not end the text");
+        assert_eq!(found("İSTANBUL"), ["ΣΟΦΌΣ ΟΣΑ"]);
+        assert_eq!(found("İs"), ["ΣΟΦΌΣ ΟΣΑ"]);
 
         let mut conn = db.get().unwrap();
         let renamed = PostChanges { title: Some(PostTitle::parse("Renamed").unwrap()), content: Some("nothing".into()), status: None };
         PostRepository::update(&mut conn, &plain, renamed, now()).unwrap();
         PostRepository::delete(&mut conn, &ecole, now()).unwrap();
+        PostRepository::delete(&mut conn, &greek, now()).unwrap();
         drop(conn);
         assert!(found("über").is_empty(), "the old text is gone from the index");
         assert_eq!(found("RENAMED"), ["Renamed"]);
