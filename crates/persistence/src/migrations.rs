@@ -1,5 +1,6 @@
 //! Embedded migrations, one folder per dialect, chosen by the connection's backend.
 
+use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -9,30 +10,33 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Key of the PostgreSQL advisory lock held while migrating ("migr" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6D69_6772;
+pub const MIGRATION_LOCK_KEY: i64 = 0x6D69_6772;
 
 /// Applies every pending migration; returns the versions applied. Instances starting together
 /// take turns (an immediate transaction on SQLite, an advisory lock on PostgreSQL): the first
 /// migrates, the others then find nothing to do.
 pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, PersistenceError> {
-    let applied = match conn {
+    match conn {
         // One IMMEDIATE transaction around them all: a second process waits for the first,
         // then finds nothing pending.
-        DbConnection::Sqlite(c) => {
-            return c.immediate_transaction(|c| {
-                c.run_pending_migrations(SQLITE)
-                    .map(versions)
-                    .map_err(|e| PersistenceError::Migration(e.into()))
-            });
-        }
-        DbConnection::Postgres(c) => {
-            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-            let applied = c.run_pending_migrations(POSTGRES).map(versions);
-            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
-            applied
-        }
-    };
-    applied.map_err(|e| PersistenceError::Migration(e.into()))
+        DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
+            c.run_pending_migrations(SQLITE)
+                .map(versions)
+                .map_err(|e| PersistenceError::Migration(e.into()))
+        }),
+        // One transaction around them all, under a lock held to its end: a second instance
+        // waits for the first, then finds nothing pending. Neither the migrations (one may
+        // rebuild an index over a large table) nor that wait is a request: neither stops at the
+        // statement timeout the pool set for requests, which holds again after the transaction.
+        DbConnection::Postgres(c) => c.transaction(|c| {
+            c.batch_execute(&format!(
+                "SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+            ))?;
+            c.run_pending_migrations(POSTGRES)
+                .map(versions)
+                .map_err(|e| PersistenceError::Migration(e.into()))
+        }),
+    }
 }
 
 /// Reverts every applied migration, newest first; returns the versions reverted.

@@ -18,7 +18,7 @@ use crate::outbox::{
     APPEND_LOCK_KEY, EncodedEvent, FeedHead, OutboxRepository, feed_head, newest_seq,
 };
 use crate::schema::{outbox_state, post_counts, posts, users};
-use crate::search::{FoundPost, LOWERED_LIKE, SearchMatch, TRIGRAM_MATCH};
+use crate::search::{CASEFOLDED_LIKE, FoundPost, SearchMatch, TRIGRAM_MATCH};
 use crate::sql_functions::{AnyOfSelect, FixedPairSql, FixedSql};
 use crate::users::UserRow;
 use crate::{DbConnection, PersistenceError, UserRecord};
@@ -182,12 +182,6 @@ fn keyset_parts(field: PostOrderingField, descending: bool) -> &'static [&'stati
         (PostOrderingField::Title, true) => &["(posts.title, posts.id) < (", ", ", ")"],
     }
 }
-/// A `LIKE` pattern over the title or content, lower-cased for all of Unicode on SQLite.
-const CASEFOLDED_LIKE: &[&str] = &[
-    "(newspaper_casefold(posts.title) LIKE ",
-    " ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE ",
-    " ESCAPE '\\')",
-];
 
 /// What a read of posts needs besides the posts, read in one statement (one round trip on
 /// PostgreSQL, where each costs the server more than the lookups themselves): the reader's
@@ -795,11 +789,8 @@ ORDER BY r.ord"#;
                         let parts = if sqlite { AMONG_IDS_SQLITE } else { AMONG_IDS_POSTGRES };
                         q = q.filter(FixedSql::<Text, _>::new(parts, among.clone()));
                     }
-                    Some(SearchMatch::Scan(pattern)) if sqlite => {
-                        q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));
-                    }
                     Some(SearchMatch::Scan(pattern)) => {
-                        q = q.filter(FixedSql::<Text, _>::new(LOWERED_LIKE, pattern.clone()));
+                        q = q.filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.clone()));
                     }
                 }
                 q

@@ -21,18 +21,18 @@ use crate::{DbConnection, PersistenceError};
 pub(crate) const TRIGRAM_MATCH: &str =
     "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ";
 
-/// Posts whose lower-cased title or content is `LIKE` a pattern (bound twice, between the
-/// parts), on PostgreSQL: the expressions its trigram indexes hold, so they answer it. The
-/// pattern is lower-cased by the same function as the texts: a term is found in a text that
-/// holds it only if both are lower-cased alike, letter by letter.
-pub(crate) const LOWERED_LIKE: &[&str] = &[
-    "(lower(posts.title) LIKE lower(",
-    ") ESCAPE '\\' OR lower(posts.content) LIKE lower(",
+/// Posts whose case-folded title or content is `LIKE` a pattern that the statement folds by the
+/// same function (bound twice, between the parts): [`CASEFOLD_FUNCTION`], a function of the
+/// server's on SQLite ([`casefold`]) and an SQL function on PostgreSQL (the migration
+/// `search_casefold`), whose expressions its trigram indexes hold, so they answer it.
+pub(crate) const CASEFOLDED_LIKE: &[&str] = &[
+    "(newspaper_casefold(posts.title) LIKE newspaper_casefold(",
+    ") ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE newspaper_casefold(",
     ") ESCAPE '\\')",
 ];
 
-/// The SQL function that lower-cases all of Unicode on SQLite, letter by letter (see
-/// [`casefold`]).
+/// The SQL function that folds the case of all of Unicode, letter by letter: [`casefold`] on
+/// SQLite, its equal in SQL on PostgreSQL.
 pub(crate) const CASEFOLD_FUNCTION: &str = "newspaper_casefold";
 
 /// How a search term is matched.
@@ -57,18 +57,18 @@ pub(crate) enum SearchMatch {
 }
 
 impl SearchMatch {
-    /// How SQLite matches `term`: by the trigram index when it has a trigram, else against
-    /// texts lower-cased by [`CASEFOLD_FUNCTION`].
+    /// How SQLite matches `term`: by the trigram index when it has a trigram (FTS5 folds
+    /// case as [`casefold`] does), else by [`CASEFOLDED_LIKE`].
     pub(crate) fn for_sqlite(term: &str) -> Self {
         if term.chars().count() >= 3 {
             Self::Trigrams(fts_phrase(term))
         } else {
-            Self::Scan(like_pattern(&casefold(term)))
+            Self::Scan(like_pattern(term))
         }
     }
 
-    /// How PostgreSQL matches `term`: always `LIKE`, which its trigram indexes answer when the
-    /// term has a trigram; the pattern keeps the term's case ([`LOWERED_LIKE`] lowers it).
+    /// How PostgreSQL matches `term`: always by [`CASEFOLDED_LIKE`], which its trigram indexes
+    /// answer when the term has a trigram.
     pub(crate) fn for_postgres(term: &str) -> Self {
         Self::Scan(like_pattern(term))
     }
@@ -108,7 +108,7 @@ pub(crate) fn resolve_few(
         (SearchMatch::Scan(pattern), false) if has_trigram(pattern) => (
             posts::table
                 .select(columns)
-                .filter(FixedSql::<Text, _>::new(LOWERED_LIKE, pattern.as_str()))
+                .filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.as_str()))
                 .limit(MAX_IDS + 1)
                 .load(conn)?,
             '{',
@@ -158,11 +158,14 @@ fn like_pattern(term: &str) -> String {
     pattern
 }
 
-/// `text` lower-cased letter by letter, each letter as it would be alone. Not
-/// `str::to_lowercase`, which lower-cases a capital sigma by its place in the text (ς at a
-/// word's end, σ elsewhere): a term cut from a text would then no longer be found in it.
+/// `text` with its case folded letter by letter: each letter lower-cased as it would be alone,
+/// and a final sigma mapped to σ, as Unicode's case folding (and SQLite's FTS5) maps it:
+/// "σοφός" and "ΣΟΦΌΣ" both fold to "σοφόσ". Not `str::to_lowercase`, which lower-cases a
+/// capital sigma by its place in the text (ς at a word's end, σ elsewhere): a term cut from a
+/// text would no longer be found in it. The same as PostgreSQL's `newspaper_casefold` (see its
+/// migration), so that both backends find the same posts.
 pub(crate) fn casefold(text: &str) -> String {
-    text.chars().flat_map(char::to_lowercase).collect()
+    text.chars().flat_map(char::to_lowercase).map(|c| if c == 'ς' { 'σ' } else { c }).collect()
 }
 
 /// Makes [`CASEFOLD_FUNCTION`] available on an SQLite connection.
@@ -279,7 +282,7 @@ mod tests {
     #[test]
     fn casefold_lowers_each_letter_as_it_would_be_alone() {
         assert_eq!(casefold("ÉCOLE"), "école");
-        assert_eq!(casefold("ΣΟΦΌΣ ΟΣ"), "σοφόσ οσ");
+        assert_eq!(casefold("ΣΟΦΌΣ ΟΣ σοφός"), "σοφόσ οσ σοφόσ");
         assert_eq!(casefold("İ"), "i\u{307}");
     }
 
@@ -287,7 +290,7 @@ mod tests {
     fn terms_with_a_trigram_use_the_index_on_sqlite() {
         assert_eq!(SearchMatch::for_sqlite("abc"), SearchMatch::Trigrams("\"abc\"".into()));
         assert_eq!(SearchMatch::for_sqlite("ÉÉÉ"), SearchMatch::Trigrams("\"ÉÉÉ\"".into()));
-        assert_eq!(SearchMatch::for_sqlite("Éé"), SearchMatch::Scan("%éé%".into()));
+        assert_eq!(SearchMatch::for_sqlite("Éé"), SearchMatch::Scan("%Éé%".into()));
         assert_eq!(
             SearchMatch::for_sqlite("say \"hi\" OR x*"),
             SearchMatch::Trigrams("\"say \"\"hi\"\" OR x*\"".into())
