@@ -52,7 +52,8 @@ pub(crate) enum SearchMatch {
         /// The found posts.
         found: Vec<FoundPost>,
     },
-    /// A `LIKE` pattern over lower-cased text, with the term's own wildcards escaped by `\`.
+    /// A `LIKE` pattern of the term as given (the statement folds the case of it and of the
+    /// texts), with the term's own wildcards escaped by `\`.
     Scan(String),
 }
 
@@ -162,8 +163,8 @@ fn like_pattern(term: &str) -> String {
 /// and a final sigma mapped to σ, as Unicode's case folding (and SQLite's FTS5) maps it:
 /// "σοφός" and "ΣΟΦΌΣ" both fold to "σοφόσ". Not `str::to_lowercase`, which lower-cases a
 /// capital sigma by its place in the text (ς at a word's end, σ elsewhere): a term cut from a
-/// text would no longer be found in it. The same as PostgreSQL's `newspaper_casefold` (see its
-/// migration), so that both backends find the same posts.
+/// text would no longer be found in it. PostgreSQL's `newspaper_casefold` (see its migration)
+/// folds the same way, with `lower()` for the first step.
 pub(crate) fn casefold(text: &str) -> String {
     text.chars().flat_map(char::to_lowercase).map(|c| if c == 'ς' { 'σ' } else { c }).collect()
 }
