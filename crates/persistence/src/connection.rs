@@ -28,8 +28,10 @@ mod any {
 }
 pub use any::{DbConnection, MultiBackend};
 
-/// Runs `$body` with `$c` bound to the inner connection, for the statements the multi-backend
-/// connection cannot express (`RETURNING`, advisory locks).
+/// Runs `$body` with `$c` bound to the inner connection: for the statements the multi-backend
+/// connection cannot express (`RETURNING`, advisory locks), and for those every request runs,
+/// since the multi-backend connection writes a statement's whole SQL text out again on each of
+/// diesel's passes over it (its cacheability, its binds), even one known by its type.
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {

@@ -14,22 +14,28 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryResult, SqliteConnection};
 
 use crate::schema::posts;
-use crate::sql_functions::FixedSql;
+use crate::sql_functions::{FixedSql, cached_by_type, sql_text};
 use crate::{DbConnection, PersistenceError};
 
-/// Posts whose title or content contains an FTS5 trigram phrase (bound after it, then `)`).
-pub(crate) const TRIGRAM_MATCH: &str =
-    "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ";
+sql_text! {
+    /// Posts whose title or content contains an FTS5 trigram phrase (bound).
+    pub(crate) TrigramMatch = [
+        "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ",
+        ")",
+    ];
+}
 
-/// Posts whose case-folded title or content is `LIKE` a pattern that the statement folds by the
-/// same function (bound twice, between the parts): [`CASEFOLD_FUNCTION`], a function of the
-/// server's on SQLite ([`casefold`]) and an SQL function on PostgreSQL (the migration
-/// `search_casefold`), whose expressions its trigram indexes hold, so they answer it.
-pub(crate) const CASEFOLDED_LIKE: &[&str] = &[
-    "(newspaper_casefold(posts.title) LIKE newspaper_casefold(",
-    ") ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE newspaper_casefold(",
-    ") ESCAPE '\\')",
-];
+sql_text! {
+    /// Posts whose case-folded title or content is `LIKE` a pattern that the statement folds by
+    /// the same function (bound twice, between the parts): [`CASEFOLD_FUNCTION`], a function of
+    /// the server's on SQLite ([`casefold`]) and an SQL function on PostgreSQL (the migration
+    /// `search_casefold`), whose expressions its trigram indexes hold, so they answer it.
+    pub(crate) CasefoldedLike = [
+        "(newspaper_casefold(posts.title) LIKE newspaper_casefold(",
+        ") ESCAPE '\\' OR newspaper_casefold(posts.content) LIKE newspaper_casefold(",
+        ") ESCAPE '\\')",
+    ];
+}
 
 /// The SQL function that folds the case of all of Unicode, letter by letter: [`casefold`] on
 /// SQLite, its equal in SQL on PostgreSQL.
@@ -59,7 +65,7 @@ pub(crate) enum SearchMatch {
 
 impl SearchMatch {
     /// How SQLite matches `term`: by the trigram index when it has a trigram (FTS5 folds
-    /// case as [`casefold`] does), else by [`CASEFOLDED_LIKE`].
+    /// case as [`casefold`] does), else by [`CasefoldedLike`].
     pub(crate) fn for_sqlite(term: &str) -> Self {
         if term.chars().count() >= 3 {
             Self::Trigrams(fts_phrase(term))
@@ -68,7 +74,7 @@ impl SearchMatch {
         }
     }
 
-    /// How PostgreSQL matches `term`: always by [`CASEFOLDED_LIKE`], which its trigram indexes
+    /// How PostgreSQL matches `term`: always by [`CasefoldedLike`], which its trigram indexes
     /// answer when the term has a trigram.
     pub(crate) fn for_postgres(term: &str) -> Self {
         Self::Scan(like_pattern(term))
@@ -93,25 +99,30 @@ pub(crate) fn resolve_few(
     conn: &mut DbConnection,
     search: SearchMatch,
 ) -> Result<SearchMatch, PersistenceError> {
-    // Built with the DSL and fixed SQL, so the statements are prepared once per connection.
-    let sqlite = matches!(conn, DbConnection::Sqlite(_));
+    // Built with the DSL and fixed SQL, so the statements are prepared once per connection
+    // and found again by their type; run on the backend's own connection, so their SQL is not
+    // written out at every run either.
     let columns = (posts::id, posts::status, posts::author_id);
-    let (found, open, close): (Vec<FoundPost>, _, _) = match (&search, sqlite) {
-        (SearchMatch::Trigrams(phrase), true) => (
-            posts::table
-                .select(columns)
-                .filter(FixedSql::<Text, _>::new(&[TRIGRAM_MATCH, ")"], phrase.as_str()))
-                .limit(MAX_IDS + 1)
-                .load(conn)?,
+    let (found, open, close): (Vec<FoundPost>, _, _) = match (&search, conn) {
+        (SearchMatch::Trigrams(phrase), DbConnection::Sqlite(lite)) => (
+            cached_by_type(
+                posts::table
+                    .select(columns)
+                    .filter(FixedSql::<TrigramMatch, Text, _>::new(phrase.as_str()))
+                    .limit(MAX_IDS + 1),
+            )
+            .load(lite)?,
             '[',
             ']',
         ),
-        (SearchMatch::Scan(pattern), false) if has_trigram(pattern) => (
-            posts::table
-                .select(columns)
-                .filter(FixedSql::<Text, _>::new(CASEFOLDED_LIKE, pattern.as_str()))
-                .limit(MAX_IDS + 1)
-                .load(conn)?,
+        (SearchMatch::Scan(pattern), DbConnection::Postgres(pg)) if has_trigram(pattern) => (
+            cached_by_type(
+                posts::table
+                    .select(columns)
+                    .filter(FixedSql::<CasefoldedLike, Text, _>::new(pattern.as_str()))
+                    .limit(MAX_IDS + 1),
+            )
+            .load(pg)?,
             '{',
             '}',
         ),

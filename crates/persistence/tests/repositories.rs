@@ -12,7 +12,7 @@ use newspaper_domain::{
     RevocationReason, Seq, Timestamp, User, UserId, Username, Viewer, now,
 };
 use newspaper_persistence::{
-    Database, DbConnection, Keyset, NewPost, NewUser, OutboxRepository, PersistenceError,
+    Database, DbConnection, Keyset, NewPost, NewUser, OutboxRepository, Page, PersistenceError,
     PoolOptions, PostChanges, PostQuery, PostRepository, RefreshTokenRepository, SortKey,
     UserRepository, Visibility, backend_tests, migrations,
 };
@@ -564,6 +564,23 @@ backend_tests! {
         assert_eq!(list(&bob_reads, "rare", None), (8, newest(&[909, 808, 707, 505], true)));
         assert_eq!(list(&staff, "rare", None), (10, newest(&[909, 808, 707, 606], true)));
         assert_eq!(list(&bob_reads, "rare", Some(PostStatus::Draft)), (2, newest(&[505, 0], true)));
+        // The few posts a search found are paged like any list: ordered, from an offset, and
+        // by cursor both ways.
+        let by_title = vec![PostOrdering { field: PostOrderingField::Title, descending: false }];
+        let rare_page = |viewer: &Viewer, offset: u64, keyset: Option<Keyset>| {
+            let query = PostQuery { search: Some("rare".into()), ordering: by_title.clone(), offset, limit: 3, keyset, ..PostQuery::default() };
+            PostRepository::list_visible_to(&mut db.get().unwrap(), viewer, &query).unwrap()
+        };
+        let titles = |page: &Page<Post>| page.items.iter().map(|p| p.title.clone()).collect::<Vec<_>>();
+        let oldest = |numbers: &[u32]| -> Vec<String> { newest(numbers, true) };
+        let second = rare_page(&staff, 3, None);
+        assert_eq!((second.count, titles(&second)), (10, oldest(&[303, 404, 505])));
+        assert_eq!(titles(&rare_page(&bob_reads, 3, None)), oldest(&[404, 505, 707]));
+        let position = |post: &Post| Some((SortKey::of(post, PostOrderingField::Title), post.id));
+        let after = rare_page(&staff, 0, Some(Keyset { position: position(&second.items[2]), backwards: false }));
+        assert_eq!(titles(&after), oldest(&[606, 707, 808]));
+        let before = rare_page(&staff, 0, Some(Keyset { position: position(&second.items[0]), backwards: true }));
+        assert_eq!(titles(&before), oldest(&[0, 101, 202]));
     }
 
     fn status_counters_follow_every_write_and_match_a_real_count(test_db) {
