@@ -167,33 +167,19 @@ sql_text! {
     /// the first true term of an OR): a call per row costs more than a deep page's walk of the
     /// index itself, and a statement still stops within a few hundred rows of its deadline.
     WithinDeadline = ["((posts.id & 63) <> 0 OR newspaper_within_deadline(posts.id))"];
-}
-sql_text! {
     /// Posts whose id is in a JSON array (bound), on SQLite.
     AmongIdsSqlite = ["posts.id IN (SELECT value FROM json_each(", "))"];
-}
-sql_text! {
     /// Posts whose id is in an array literal such as `{1,2}` (bound), on PostgreSQL.
     AmongIdsPostgres = ["posts.id = ANY(CAST(", " AS int8[]))"];
-}
-sql_text! {
     /// Posts of a status (bound).
     StatusIs = ["posts.status = ", ""];
-}
-sql_text! {
     /// [`StatusIs`] for SQLite when a search has found the rows: the unary plus keeps the
     /// planner from walking the status index instead of looking the few matches up by id.
     StatusIsById = ["+posts.status = ", ""];
-}
-sql_text! {
     /// Posts by an author (bound).
     AuthorIs = ["posts.author_id = ", ""];
-}
-sql_text! {
     /// [`AuthorIs`] for SQLite when a search has found the rows, as [`StatusIsById`].
     AuthorIsById = ["+posts.author_id = ", ""];
-}
-sql_text! {
     /// Published posts and the drafts of one author (bound). The unary plus keeps SQLite from
     /// answering the OR with two index lookups and a sort of everything they find: walking the
     /// date index and stopping at the page's end is far cheaper when most posts are published.
@@ -297,19 +283,13 @@ impl ListCounters {
 sql_text! {
     /// Published posts in all.
     PublishedCount = ["(SELECT \"count\" FROM post_counts WHERE status = 'published')"];
-}
-sql_text! {
     /// Published posts by one author.
     PublishedByCount = [
         "(SELECT \"count\" FROM author_post_counts WHERE status = 'published' AND author_id = ",
         ")",
     ];
-}
-sql_text! {
     /// Drafts in all.
     DraftCount = ["(SELECT \"count\" FROM post_counts WHERE status = 'draft')"];
-}
-sql_text! {
     /// Drafts by one author.
     DraftByCount = [
         "(SELECT \"count\" FROM author_post_counts WHERE status = 'draft' AND author_id = ",

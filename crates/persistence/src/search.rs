@@ -23,9 +23,6 @@ sql_text! {
         "posts.id IN (SELECT rowid FROM posts_search WHERE posts_search MATCH ",
         ")",
     ];
-}
-
-sql_text! {
     /// Posts whose case-folded title or content is `LIKE` a pattern that the statement folds by
     /// the same function (bound twice, between the parts): [`CASEFOLD_FUNCTION`], a function of
     /// the server's on SQLite ([`casefold`]) and an SQL function on PostgreSQL (the migration

@@ -34,9 +34,9 @@ pub(crate) trait SqlText: 'static {
     const PARTS: &'static [&'static str];
 }
 
-/// Declares a unit type that is a [`SqlText`]: `sql_text!(Name = ["a = ", ""]);`.
+/// Declares unit types that are [`SqlText`]s: `sql_text! { Name = ["a = ", ""]; ... }`.
 macro_rules! sql_text {
-    ($(#[$doc:meta])* $vis:vis $name:ident = [$($part:expr),+ $(,)?];) => {
+    ($($(#[$doc:meta])* $vis:vis $name:ident = [$($part:expr),+ $(,)?];)+) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         $vis struct $name;
@@ -44,7 +44,7 @@ macro_rules! sql_text {
         impl $crate::sql_functions::SqlText for $name {
             const PARTS: &'static [&'static str] = &[$($part),+];
         }
-    };
+    )+};
 }
 pub(crate) use sql_text;
 
@@ -234,8 +234,6 @@ mod tests {
     sql_text! {
         /// A condition on `a`.
         OnA = ["a = ", ""];
-    }
-    sql_text! {
         /// The same condition twice, on `b`.
         OnB = ["(b = ", " OR b < ", ")"];
     }
