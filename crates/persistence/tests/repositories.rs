@@ -549,21 +549,22 @@ backend_tests! {
             let titles: Vec<String> = page.items.into_iter().map(|p| p.title).collect();
             (page.count, titles)
         };
-        let newest = |numbers: &[u32], rare: bool| -> Vec<String> {
+        // The titles of the seeded posts numbered `numbers`, in that order.
+        let titled = |numbers: &[u32], rare: bool| -> Vec<String> {
             numbers.iter().map(|n| format!("Common {n:04}{}", if rare { " RARE" } else { "" })).collect()
         };
         assert_eq!(list(&staff, "common", None).0, 1010);
-        assert_eq!(list(&Viewer::Anonymous, "COMMON 1", None), (6, newest(&[1009, 1008, 1007, 1004], false)));
+        assert_eq!(list(&Viewer::Anonymous, "COMMON 1", None), (6, titled(&[1009, 1008, 1007, 1004], false)));
         assert_eq!(list(&staff, "COMMON 1", None).0, 10);
-        assert_eq!(list(&Viewer::Anonymous, "common", None), (606, newest(&[1009, 1008, 1007, 1004], false)));
-        assert_eq!(list(&ann_reads, "common", None), (808, newest(&[1009, 1008, 1007, 1006], false)));
-        assert_eq!(list(&bob_reads, "common", None), (808, newest(&[1009, 1008, 1007, 1005], false)));
-        assert_eq!(list(&ann_reads, "common", Some(PostStatus::Draft)), (202, newest(&[1006, 1001, 996, 991], false)));
-        assert_eq!(list(&Viewer::Anonymous, "rare", None), (6, newest(&[909, 808, 707, 404], true)));
-        assert_eq!(list(&ann_reads, "rare", None), (8, newest(&[909, 808, 707, 606], true)));
-        assert_eq!(list(&bob_reads, "rare", None), (8, newest(&[909, 808, 707, 505], true)));
-        assert_eq!(list(&staff, "rare", None), (10, newest(&[909, 808, 707, 606], true)));
-        assert_eq!(list(&bob_reads, "rare", Some(PostStatus::Draft)), (2, newest(&[505, 0], true)));
+        assert_eq!(list(&Viewer::Anonymous, "common", None), (606, titled(&[1009, 1008, 1007, 1004], false)));
+        assert_eq!(list(&ann_reads, "common", None), (808, titled(&[1009, 1008, 1007, 1006], false)));
+        assert_eq!(list(&bob_reads, "common", None), (808, titled(&[1009, 1008, 1007, 1005], false)));
+        assert_eq!(list(&ann_reads, "common", Some(PostStatus::Draft)), (202, titled(&[1006, 1001, 996, 991], false)));
+        assert_eq!(list(&Viewer::Anonymous, "rare", None), (6, titled(&[909, 808, 707, 404], true)));
+        assert_eq!(list(&ann_reads, "rare", None), (8, titled(&[909, 808, 707, 606], true)));
+        assert_eq!(list(&bob_reads, "rare", None), (8, titled(&[909, 808, 707, 505], true)));
+        assert_eq!(list(&staff, "rare", None), (10, titled(&[909, 808, 707, 606], true)));
+        assert_eq!(list(&bob_reads, "rare", Some(PostStatus::Draft)), (2, titled(&[505, 0], true)));
         // The few posts a search found are paged like any list: ordered, from an offset, and
         // by cursor both ways.
         let by_title = vec![PostOrdering { field: PostOrderingField::Title, descending: false }];
@@ -572,15 +573,15 @@ backend_tests! {
             PostRepository::list_visible_to(&mut db.get().unwrap(), viewer, &query).unwrap()
         };
         let titles = |page: &Page<Post>| page.items.iter().map(|p| p.title.clone()).collect::<Vec<_>>();
-        let oldest = |numbers: &[u32]| -> Vec<String> { newest(numbers, true) };
+        let rare_titled = |numbers: &[u32]| -> Vec<String> { titled(numbers, true) };
         let second = rare_page(&staff, 3, None);
-        assert_eq!((second.count, titles(&second)), (10, oldest(&[303, 404, 505])));
-        assert_eq!(titles(&rare_page(&bob_reads, 3, None)), oldest(&[404, 505, 707]));
+        assert_eq!((second.count, titles(&second)), (10, rare_titled(&[303, 404, 505])));
+        assert_eq!(titles(&rare_page(&bob_reads, 3, None)), rare_titled(&[404, 505, 707]));
         let position = |post: &Post| Some((SortKey::of(post, PostOrderingField::Title), post.id));
         let after = rare_page(&staff, 0, Some(Keyset { position: position(&second.items[2]), backwards: false }));
-        assert_eq!(titles(&after), oldest(&[606, 707, 808]));
+        assert_eq!(titles(&after), rare_titled(&[606, 707, 808]));
         let before = rare_page(&staff, 0, Some(Keyset { position: position(&second.items[0]), backwards: true }));
-        assert_eq!(titles(&before), oldest(&[0, 101, 202]));
+        assert_eq!(titles(&before), rare_titled(&[0, 101, 202]));
     }
 
     fn status_counters_follow_every_write_and_match_a_real_count(test_db) {
